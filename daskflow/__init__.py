@@ -1,0 +1,75 @@
+"""daskflow: Prefect-style flows and tasks that run as a dynamic Dask graph.
+
+Examples
+--------
+>>> from daskflow import flow, task
+>>> @task
+... def double(x: int) -> int:
+...     return 2 * x
+>>> @flow
+... def pipeline(n: int = 3) -> list[int]:
+...     return double.map(range(n)).result()
+"""
+
+from __future__ import annotations
+
+from .exceptions import (
+    CancelledRun,
+    CrashedError,
+    FailedRun,
+    FlowTimeoutError,
+    MappingLengthMismatch,
+    ParameterValidationError,
+    TaskTimeoutError,
+    UpstreamFailedError,
+)
+from .pipeline.context import get_run_logger
+from .pipeline.flow import Flow, flow
+from .pipeline.futures import TaskFuture, TaskFutureList, as_completed, unmapped, wait
+from .pipeline.retries import exponential_backoff
+from .pipeline.runs import FlowRun, TaskRun
+from .pipeline.states import State, StateType
+from .pipeline.task import Task, task
+from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner, TaskRunner
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CancelledRun",
+    "ConcurrentTaskRunner",
+    "CrashedError",
+    "DaskTaskRunner",
+    "FailedRun",
+    "Flow",
+    "FlowRun",
+    "FlowTimeoutError",
+    "MappingLengthMismatch",
+    "ParameterValidationError",
+    "SequentialTaskRunner",
+    "State",
+    "StateType",
+    "Task",
+    "TaskFuture",
+    "TaskFutureList",
+    "TaskRun",
+    "TaskRunner",
+    "TaskTimeoutError",
+    "UpstreamFailedError",
+    "as_completed",
+    "exponential_backoff",
+    "flow",
+    "get_run_logger",
+    "task",
+    "unmapped",
+    "wait",
+]
+
+# Tracebacks and reprs show the public path (daskflow.Task), not the module that defines it.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("daskflow."):
+        try:
+            _obj.__module__ = "daskflow"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,106 @@
+"""Every exception daskflow raises, in one place.
+
+Hierarchy::
+
+    DaskflowError
+    ├── InvalidOptionError (ValueError)        a decorator or runner option is wrong
+    ├── ParameterValidationError (ValueError)  flow parameters rejected before any task ran
+    ├── MappingLengthMismatch (ValueError)     ``Task.map`` over iterables of unequal length
+    ├── MissingContextError (RuntimeError)     ``get_run_logger()`` outside a flow or task
+    ├── RunnerError (RuntimeError)             the task runner could not start or submit
+    ├── TaskTimeoutError (TimeoutError)        a task overran ``timeout_seconds``
+    ├── FlowTimeoutError (TimeoutError)        a flow overran ``timeout_seconds``
+    ├── CrashedError                           infrastructure failed: a worker died, ...
+    ├── UpstreamFailedError                    a task did not run because an input failed
+    ├── CancelledRun                           the run was cancelled
+    └── FailedRun                              a failed task whose exception could not be
+                                               sent back from the worker
+
+User exceptions raised inside a task are re-raised as they are (with the remote
+traceback attached as a note), as Prefect does.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CancelledRun",
+    "CrashedError",
+    "DaskflowError",
+    "FailedRun",
+    "FlowTimeoutError",
+    "InvalidOptionError",
+    "MappingLengthMismatch",
+    "MissingContextError",
+    "ParameterValidationError",
+    "RunnerError",
+    "TaskTimeoutError",
+    "UpstreamFailedError",
+]
+
+
+class DaskflowError(Exception):
+    """Base class of every error daskflow raises itself."""
+
+
+class InvalidOptionError(DaskflowError, ValueError):
+    """An option given to ``@task``, ``@flow`` or a runner is invalid."""
+
+
+class ParameterValidationError(DaskflowError, ValueError):
+    """Flow parameters failed validation; no task was submitted.
+
+    Attributes
+    ----------
+    errors : list of dict
+        One entry per bad field: ``{"field": ..., "error": ...}``.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+    def __reduce__(self):  # keep ``errors`` across pickling
+        return (type(self), (self.args[0], self.errors))
+
+
+class MappingLengthMismatch(DaskflowError, ValueError):
+    """``Task.map`` was given iterables of different lengths."""
+
+
+class MissingContextError(DaskflowError, RuntimeError):
+    """A run-scoped helper was called outside any flow or task run."""
+
+
+class RunnerError(DaskflowError, RuntimeError):
+    """The task runner could not start, connect or submit."""
+
+
+class TaskTimeoutError(DaskflowError, TimeoutError):
+    """A task run exceeded its ``timeout_seconds``."""
+
+
+class FlowTimeoutError(DaskflowError, TimeoutError):
+    """A flow run exceeded its ``timeout_seconds``."""
+
+
+class CrashedError(DaskflowError):
+    """A run did not finish because of infrastructure, not user code.
+
+    Raised for a worker that died (``KilledWorker``), a lost connection or a
+    result that vanished with its worker.
+    """
+
+
+class UpstreamFailedError(DaskflowError):
+    """A task run never started because one of its inputs did not complete."""
+
+
+class CancelledRun(DaskflowError):
+    """The flow or task run was cancelled."""
+
+
+class FailedRun(DaskflowError):
+    """A task failed with an exception that could not be sent back intact.
+
+    The message holds the remote exception's type, text and traceback.
+    """

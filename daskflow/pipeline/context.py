@@ -1,0 +1,134 @@
+"""The current run, and the run logger (``get_run_logger``, ``log_prints``)."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..exceptions import MissingContextError
+from ..runners.execute import TASK_RUN_CONTEXT, task_run_logger
+from .runs import FlowRun, LogLine
+
+if TYPE_CHECKING:
+    from .engine import FlowRunEngine
+    from .flow import Flow
+
+__all__ = ["FLOW_RUN_CONTEXT", "FlowRunContext", "emit_line", "get_run_logger"]
+
+#: Parent of every run logger on the driver; the console handler hangs here.
+RUNS_LOGGER = "daskflow.runs"
+
+
+@dataclass
+class FlowRunContext:
+    """The flow run whose body the current thread is executing."""
+
+    flow: Flow
+    flow_run: FlowRun
+    engine: FlowRunEngine
+    log_level: int = logging.INFO
+    _logger: logging.Logger | None = None
+
+    def logger(self) -> logging.Logger:
+        if self._logger is None:
+            logger = logging.Logger(f"{RUNS_LOGGER}.{self.flow_run.name}", self.log_level)
+            logger.parent = logging.getLogger(RUNS_LOGGER)
+            logger.addHandler(_FlowRunHandler(self.flow_run))
+            self._logger = logger
+        return self._logger
+
+
+FLOW_RUN_CONTEXT: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
+    "daskflow_flow_run", default=None
+)
+
+
+class _FlowRunHandler(logging.Handler):
+    """Keeps the flow body's own log lines in the flow run's record."""
+
+    def __init__(self, flow_run: FlowRun) -> None:
+        super().__init__()
+        self.flow_run = flow_run
+        self.label = f"Flow run {flow_run.name!r}"
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        record.daskflow_run = self.label
+        return super().handle(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.flow_run.logs.append(LogLine(record.created, record.levelno, record.getMessage()))
+
+
+def get_run_logger() -> logging.Logger:
+    """The logger of the current task run or flow run.
+
+    Lines go into the run's record (and, for tasks on remote workers, travel back
+    to the driver through the Dask scheduler) and are printed by the driver.
+
+    Raises
+    ------
+    MissingContextError
+        Outside a flow or task run.
+
+    Examples
+    --------
+    >>> from daskflow import flow, task, get_run_logger
+    >>> @task
+    ... def fit(c):
+    ...     get_run_logger().info("fitting C=%s", c)
+    """
+    task_context = TASK_RUN_CONTEXT.get()
+    if task_context is not None:
+        return task_run_logger(task_context)
+    flow_context = FLOW_RUN_CONTEXT.get()
+    if flow_context is not None:
+        return flow_context.logger()
+    raise MissingContextError(
+        "get_run_logger() was called outside a flow or task run; "
+        "call it inside a @flow or @task function, or use logging.getLogger(__name__)"
+    )
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``12:00:01.234 | INFO    | Task run 'fit-3' - message``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        label = getattr(record, "daskflow_run", None)
+        record.run_prefix = f"{label} - " if label else ""
+        return super().format(record)
+
+
+_console_lock = threading.Lock()
+
+
+def configure_console_logging(enabled: bool = True) -> None:
+    """Print run log lines on stderr, once per process, unless the user configured
+    the ``daskflow`` logger themselves."""
+    if not enabled:
+        return
+    with _console_lock:
+        root = logging.getLogger("daskflow")
+        if root.handlers:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_ConsoleFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_prefix)s%(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def emit_line(flow_run: FlowRun, line: LogLine) -> None:
+    """Keep a task's log line in the record and print it like a local one."""
+    flow_run.logs.append(line)
+    logger = logging.getLogger(RUNS_LOGGER)
+    if logger.isEnabledFor(line.level):
+        record = logging.LogRecord(RUNS_LOGGER, line.level, "", 0, line.message, None, None)
+        record.created = line.timestamp
+        record.msecs = (line.timestamp % 1) * 1000
+        record.daskflow_run = f"Task run {line.task_run_name!r}"
+        logger.handle(record)
+

@@ -1,0 +1,562 @@
+"""The driver side of one flow run: submits task attempts, follows them to final states.
+
+The flow body runs in the caller's thread and submits tasks here; a single engine
+thread per flow run handles everything that comes back (attempt outcomes,
+reports, retry timers), so state changes happen in one place, in order.
+
+How the pieces fit:
+
+* A task run is submitted as soon as each of its upstream task runs has a live
+  attempt (a runner handle that has not failed). Upstream handles go into the
+  arguments, so on Dask the whole dynamic graph is on the scheduler and data
+  moves worker to worker.
+* When an attempt fails, Dask fails everything downstream of it at once. The
+  engine reads whose code failed (``AttemptError.task_run_id`` or
+  ``KilledWorker.task``): the failed task run retries or ends Failed; dependents
+  that never ran go back to waiting and are resubmitted once the upstream
+  succeeds on a retry, or end ``UpstreamFailed`` if it never does.
+* Retries wait on the driver (a timer of the engine thread), never in a worker
+  thread; each attempt gets a fresh Dask key ``<task>-<run>-<n>-<try>``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .._collections import find_instances, replace_instances
+from ..exceptions import CancelledRun, CrashedError, FailedRun, RunnerError, TaskTimeoutError, UpstreamFailedError
+from ..runners.base import AttemptCall, TaskRunner
+from ..runners.execute import AttemptError, AttemptSpec
+from .context import emit_line
+from .futures import TaskFuture
+from .retries import retry_delay
+from .runs import FlowRun, LogLine, TaskRun
+from .states import AwaitingRetry, Cancelled, Completed, Crashed, Failed, Retrying, Running, State, TimedOut, UpstreamFailed
+
+if TYPE_CHECKING:
+    from .task import Task
+
+__all__ = ["FlowRunEngine", "TaskNode"]
+
+logger = logging.getLogger("daskflow.runs")
+
+_STOP = object()
+
+
+class TaskNode:
+    """Engine-side bookkeeping of one task run (the record is what users see)."""
+
+    __slots__ = (
+        "engine", "task", "record", "args", "kwargs", "upstream", "wait_for", "dependents",
+        "handle", "submission", "attempt", "retries_used", "waiting", "final", "done",
+        "callbacks", "last_end",
+    )
+
+    def __init__(self, engine: FlowRunEngine, task: Task, record: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.engine = engine
+        self.task = task
+        self.record = record
+        self.args = args
+        self.kwargs = kwargs
+        self.upstream: list[TaskNode] = []
+        self.wait_for: list[TaskNode] = []
+        self.dependents: list[TaskNode] = []
+        self.handle: Any = None
+        self.submission = 0
+        self.attempt = 1
+        self.retries_used = 0
+        self.waiting = False
+        self.final = False
+        self.done = threading.Event()
+        self.callbacks: list[Callable[[], None]] = []
+        self.last_end: float | None = None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", name)[:60] or "task"
+
+
+class FlowRunEngine:
+    """Orchestrates the task runs of one flow run on a started runner."""
+
+    def __init__(self, flow_run: FlowRun, runner: TaskRunner, *, log_level: int = logging.INFO, log_prints: bool = False) -> None:
+        self.flow_run = flow_run
+        self.runner = runner
+        self.log_level = log_level
+        self.log_prints = log_prints
+        self._short = flow_run.id[:12]
+        self._lock = threading.RLock()
+        self._all_done = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._nodes: dict[str, TaskNode] = {}
+        self._by_key: dict[str, tuple[TaskNode, int]] = {}
+        self._fn_refs: dict[int, Any] = {}
+        self._counters: Counter[str] = Counter()
+        self._outstanding = 0
+        self._recheck: deque[TaskNode] = deque()
+        self._abort: BaseException | None = None
+        self._hook_pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_error: BaseException | None = None
+        self.closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self.runner.subscribe(self.flow_run.id, self._queue.put)
+        self._thread = threading.Thread(target=self._loop, name=f"daskflow-engine-{self.flow_run.name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the engine thread and wait for running hooks. Task runs still open
+        are not touched: call :meth:`wait_all` or :meth:`cancel` first."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        self.runner.unsubscribe(self.flow_run.id)
+        if self._hook_pool is not None:
+            self._hook_pool.shutdown(wait=True)
+        self.closed = True
+
+    # ------------------------------------------------------- called by the body
+    def submit(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] = ()) -> TaskFuture[Any]:
+        return self.submit_many(task, [(args, kwargs)], wait_for)[0]
+
+    def submit_many(self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], wait_for: Iterable[Any] = ()) -> list[TaskFuture[Any]]:
+        """Create one task run per ``(args, kwargs)`` and submit the ready ones in one batch."""
+        self._check_alive()
+        wait_for = list(wait_for)
+        with self._lock:
+            nodes = [self._new_node(task, args, kwargs, wait_for) for args, kwargs in calls]
+            for node in nodes:
+                self._recheck.append(node)
+            self._drain()
+        return [TaskFuture(node) for node in nodes]
+
+    def wait_node(self, node: TaskNode, timeout: float | None) -> bool:
+        """Wait for ``node`` to be final; False on timeout."""
+        self._check_alive()
+        finished = node.done.wait(timeout)
+        if self._abort is not None and not isinstance(self._abort, _BodyFailed):
+            raise self._abort
+        return finished
+
+    def add_done_callback(self, node: TaskNode, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not node.final:
+                node.callbacks.append(callback)
+                return
+        callback()
+
+    def wait_all(self) -> None:
+        """Block until every task run of this flow run is final."""
+        with self._all_done:
+            while self._outstanding:
+                self._all_done.wait(1.0)
+                if self._thread_error is not None:
+                    raise RuntimeError("the daskflow engine thread failed") from self._thread_error
+
+    def cancel(self, reason: BaseException) -> None:
+        """Cancel every task run that is not final, and make later calls from the
+        body raise ``reason``. Running threads are not interrupted."""
+        with self._lock:
+            if self._abort is None:
+                self._abort = reason
+            open_nodes = [n for n in self._nodes.values() if not n.final]
+            handles = [n.handle for n in open_nodes if n.handle is not None]
+            message = str(reason) or type(reason).__name__
+            for node in open_nodes:
+                self._finalize(node, Cancelled(message))
+            self._drain()
+        try:
+            self.runner.cancel(handles)
+        except Exception:  # the cluster may be gone; the runs are final either way
+            logger.debug("cancelling %d handles failed", len(handles), exc_info=True)
+
+    def unsuccessful(self) -> list[TaskRun]:
+        """Task runs that ended Failed, Crashed, TimedOut or UpstreamFailed."""
+        return [n.record for n in self._nodes.values() if n.record.state.is_unsuccessful()]
+
+    def first_error(self) -> BaseException | None:
+        """The exception of the first task run that failed by itself (not upstream)."""
+        for node in self._nodes.values():
+            state = node.record.state
+            if state.is_failed() or state.is_crashed():
+                return state.data if isinstance(state.data, BaseException) else state._default_error()
+        return None
+
+    def _check_alive(self) -> None:
+        if self._abort is not None and not isinstance(self._abort, _BodyFailed):
+            raise self._abort
+        if self.closed:
+            raise RuntimeError(f"flow run {self.flow_run.name!r} has ended; submit tasks while the flow is running")
+
+    # ------------------------------------------------------------- task runs
+    def _new_node(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: list[Any]) -> TaskNode:
+        index = self._counters[task.name]
+        self._counters[task.name] = index + 1
+        record = TaskRun(
+            id=uuid.uuid4().hex,
+            name=f"{task.name}-{index}",
+            task_name=task.name,
+            flow_run_id=self.flow_run.id,
+            index=index,
+            tags=task.tags,
+        )
+        node = TaskNode(self, task, record, args, kwargs)
+        for future in find_instances((args, kwargs), TaskFuture):
+            self._link(node, future, node.upstream)
+        for future in wait_for:
+            if not isinstance(future, TaskFuture):
+                raise TypeError(f"wait_for takes task futures, got {type(future).__name__}: {future!r}")
+            self._link(node, future, node.wait_for)
+        record.upstream_ids = [u.record.id for u in itertools.chain(node.upstream, node.wait_for)]
+        self._nodes[record.id] = node
+        self.flow_run.task_runs[record.id] = record
+        self._outstanding += 1
+        return node
+
+    def _link(self, node: TaskNode, future: TaskFuture[Any], into: list[TaskNode]) -> None:
+        upstream = future._node
+        if upstream.engine is not self:
+            raise ValueError(
+                f"task run {upstream.record.name!r} belongs to another flow run; "
+                "pass its value (future.result()) instead of the future"
+            )
+        if upstream not in into:
+            into.append(upstream)
+            upstream.dependents.append(node)
+
+    def _examine(self, node: TaskNode) -> TaskNode | str:
+        """``"ready"``, ``"wait"`` or the upstream node that ended unsuccessfully."""
+        for up in itertools.chain(node.upstream, node.wait_for):
+            if up.final:
+                if not up.record.state.is_completed():
+                    return up
+            elif up.handle is None or self.runner.outcome_known_failed(up.handle):
+                return "wait"
+        return "ready"
+
+    def _drain(self) -> None:
+        """Examine queued nodes until none is left; dispatch the ready ones in batches."""
+        while self._recheck:
+            ready: list[TaskNode] = []
+            while self._recheck:
+                node = self._recheck.popleft()
+                if node.final or node.handle is not None:
+                    continue
+                verdict = self._examine(node)
+                if verdict == "ready":
+                    node.waiting = False
+                    ready.append(node)
+                elif verdict == "wait":
+                    node.waiting = True
+                else:
+                    up = verdict
+                    assert isinstance(up, TaskNode)
+                    error = UpstreamFailedError(
+                        f"task run {node.record.name!r} did not run: upstream task run {up.record.name!r} "
+                        f"ended {up.record.state.name}" + (f": {up.record.state.message}" if up.record.state.message else "")
+                    )
+                    if isinstance(up.record.state.data, BaseException):
+                        error.__cause__ = up.record.state.data
+                    self._finalize(node, UpstreamFailed(str(error).split(": ", 1)[1], data=error))
+            if ready:
+                self._dispatch(ready)
+
+    def _dispatch(self, nodes: list[TaskNode]) -> None:
+        by_task: dict[int, list[TaskNode]] = {}
+        for node in nodes:
+            by_task.setdefault(id(node.task), []).append(node)
+        for group in by_task.values():
+            calls = [self._attempt_call(node) for node in group]
+            try:
+                handles = self.runner.submit(calls)
+            except Exception as exc:
+                for node in group:
+                    self._finalize(node, Crashed(f"could not submit: {exc}", data=RunnerError(f"could not submit task run {node.record.name!r}: {exc}")))
+                continue
+            for node, handle in zip(group, handles):
+                node.handle = handle
+                self.runner.add_done_callback(handle, _Done(self._queue, node, node.submission))
+
+    def _attempt_call(self, node: TaskNode) -> AttemptCall:
+        task = node.task
+        node.submission += 1
+        record = node.record
+        key = f"{task.slug}-{self._short}-{record.index}-{node.submission}"
+        record.dask_keys.append(key)
+        record.attempts = node.attempt
+        self._by_key[key] = (node, node.submission)
+        spec = AttemptSpec(
+            flow_run_id=self.flow_run.id,
+            task_run_id=record.id,
+            task_run_name=record.name,
+            attempt=node.attempt,
+            timeout_seconds=task.timeout_seconds,
+            log_prints=self.log_prints if task.log_prints is None else task.log_prints,
+            log_level=self.log_level,
+        )
+        args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: f._node.handle)
+        return AttemptCall(
+            fn=self._fn_ref(task),
+            spec=spec,
+            args=args,
+            kwargs=kwargs,
+            key=key,
+            wait_for=[up.handle for up in node.wait_for],
+            resources=task.resources,
+        )
+
+    def _fn_ref(self, task: Task) -> Any:
+        ref = self._fn_refs.get(id(task))
+        if ref is None:
+            ref = self._fn_refs[id(task)] = self.runner.prepare(task.slug, task.fn)
+        return ref
+
+    # --------------------------------------------------------- engine thread
+    def _loop(self) -> None:
+        try:
+            while True:
+                timeout = None
+                if self._timers:
+                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    return
+                with self._lock:
+                    while self._timers and self._timers[0][0] <= time.monotonic():
+                        heapq.heappop(self._timers)[2]()
+                    if isinstance(item, _Done):
+                        self._on_done(item.node, item.submission, item.handle)
+                    elif isinstance(item, dict):
+                        self._on_report(item)
+                    self._drain()
+        except BaseException as exc:  # never die silently: wait_all re-raises it
+            self._thread_error = exc
+            logger.exception("daskflow engine thread failed")
+            with self._all_done:
+                self._all_done.notify_all()
+
+    def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn))
+
+    def _on_done(self, node: TaskNode, submission: int, handle: Any) -> None:
+        if node.final or submission != node.submission:
+            return  # a stale attempt, or already cancelled
+        outcome = self.runner.outcome(handle)
+        if outcome.status == "finished":
+            self._finalize(node, Completed(timestamp=max(node.last_end or 0, time.time()), _fetch=_Fetch(self, node, handle)))
+            return
+        if outcome.status == "cancelled":
+            self._finalize(node, Cancelled("its Dask future was cancelled outside this flow run"))
+            return
+        error = outcome.error
+        origin = self._origin(error)
+        if origin is not None and origin[0] is not node:
+            # Never ran: an upstream attempt failed. Wait for that upstream's fate.
+            node.handle = None
+            self._recheck.append(node)
+            return
+        if isinstance(error, AttemptError):
+            self._attempt_failed(node, error.kind, _user_error(node, error), error.message, error.traceback, error.report)
+        else:
+            # The shipped function may have been lost with the worker too: ship it anew.
+            self._fn_refs.pop(id(node.task), None)
+            crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
+            crash.__cause__ = error
+            self._attempt_failed(node, "crashed", crash, str(crash), None, None)
+
+    def _origin(self, error: BaseException | None) -> tuple[TaskNode, int] | None:
+        if isinstance(error, AttemptError):
+            node = self._nodes.get(error.task_run_id)
+            return None if node is None else (node, error.attempt)
+        key = getattr(error, "task", None)  # distributed.KilledWorker names the key
+        if isinstance(key, str):
+            return self._by_key.get(key)
+        return None
+
+    def _attempt_failed(self, node: TaskNode, kind: str, error: BaseException, message: str, tb: str | None, report: dict[str, Any] | None) -> None:
+        record = node.record
+        if report is not None:
+            self._on_report(report)
+        record.error = f"{type(error).__name__}: {message}"
+        record.traceback = tb
+        make = {"failed": Failed, "timed_out": TimedOut, "crashed": Crashed}[kind]
+        state = make(f"attempt {node.attempt}: {type(error).__name__}: {message}", data=error)
+        task = node.task
+        if node.retries_used < task.retries and self._abort is None and self._should_retry(node, state):
+            node.retries_used += 1
+            delay = retry_delay(task.retry_delay_seconds, node.retries_used, task.retry_jitter_factor)
+            record.set_state(state)
+            node.handle = None
+            node.attempt += 1
+            record.set_state(AwaitingRetry(f"retry {node.retries_used} of {task.retries} in {delay:g} s", scheduled_time=time.time() + delay))
+            logger.warning(
+                "Task run %r - attempt %d %s (%s: %s); retry %d of %d in %g s",
+                record.name, node.attempt - 1, kind.replace("_", " "), type(error).__name__, message,
+                node.retries_used, task.retries, delay,
+            )
+            self._call_later(delay, lambda: self._retry(node))
+            return
+        self._finalize(node, state)
+
+    def _should_retry(self, node: TaskNode, state: State) -> bool:
+        condition = node.task.retry_condition_fn
+        if condition is None:
+            return True
+        try:
+            return bool(condition(node.task, node.record, state))
+        except Exception:
+            logger.exception("Task run %r - retry_condition_fn raised; not retrying", node.record.name)
+            return False
+
+    def _retry(self, node: TaskNode) -> None:
+        if node.final:
+            return
+        node.record.set_state(Retrying(f"attempt {node.attempt}"))
+        self._recheck.append(node)
+
+    def _on_report(self, report: dict[str, Any]) -> None:
+        node = self._nodes.get(report.get("tr", ""))
+        if node is None:
+            return
+        record = node.record
+        for created, level, message in report.get("logs", ()):
+            emit_line(self.flow_run, LogLine(created, level, message, record.id, record.name))
+        if report.get("partial"):
+            return
+        record.worker = report.get("worker", record.worker)
+        started, ended = report["s"], report["e"]
+        if record.start_time is None:
+            record.start_time = started
+        record.end_time = ended
+        node.last_end = ended
+        attempt = report["a"]
+        state = Running if attempt == 1 else Retrying
+        record.set_state(state(f"attempt {attempt} on {record.worker}", timestamp=started))
+
+    def _finalize(self, node: TaskNode, state: State) -> None:
+        node.final = True
+        record = node.record
+        record.set_state(state)
+        if record.end_time is None and not state.is_skipped() and not state.is_cancelled():
+            record.end_time = state.timestamp
+        self._outstanding -= 1
+        if not self._outstanding:
+            self._all_done.notify_all()
+        node.done.set()
+        if state.is_completed():
+            logger.debug("Task run %r - finished in state %s", record.name, state)
+        elif state.is_failed() or state.is_crashed():
+            logger.error("Task run %r - finished in state %s%s", record.name, state, f"\n{record.traceback}" if record.traceback else "")
+        for callback in node.callbacks:
+            self._run_hook(callback)
+        node.callbacks.clear()
+        hooks = node.task.on_completion if state.is_completed() else node.task.on_failure if (state.is_failed() or state.is_crashed()) else ()
+        for hook in hooks:
+            self._run_hook(lambda hook=hook: hook(node.task, record, state), hook)
+        for dependent in node.dependents:
+            if dependent.waiting and not dependent.final:
+                self._recheck.append(dependent)
+
+    def _run_hook(self, fn: Callable[[], None], hook: Any = None) -> None:
+        """Run user callbacks off the engine thread, one at a time, errors logged."""
+        if self._hook_pool is None:
+            self._hook_pool = ThreadPoolExecutor(1, thread_name_prefix="daskflow-hooks")
+
+        def guarded() -> None:
+            try:
+                fn()
+            except Exception:
+                logger.exception("hook %r of flow run %r raised", getattr(hook, "__name__", hook), self.flow_run.name)
+
+        self._hook_pool.submit(guarded)
+
+
+class _BodyFailed(Exception):
+    """Marks a cancel caused by the flow body raising (the body has already left)."""
+
+
+class _Done:
+    """Queue item: an attempt's handle finished. Callable, as a runner callback."""
+
+    __slots__ = ("queue", "node", "submission", "handle")
+
+    def __init__(self, q: queue.SimpleQueue[Any], node: TaskNode, submission: int) -> None:
+        self.queue = q
+        self.node = node
+        self.submission = submission
+        self.handle: Any = None
+
+    def __call__(self, handle: Any) -> None:
+        item = _Done(self.queue, self.node, self.submission)
+        item.handle = handle
+        self.queue.put(item)
+
+
+class _Fetch:
+    """Brings a completed task's value to the caller, once, then keeps it."""
+
+    __slots__ = ("engine", "node", "handle", "lock", "value", "fetched")
+
+    def __init__(self, engine: FlowRunEngine, node: TaskNode, handle: Any) -> None:
+        self.engine = engine
+        self.node = node
+        self.handle = handle
+        self.lock = threading.Lock()
+        self.fetched = False
+        self.value: Any = None
+
+    def __call__(self) -> Any:
+        with self.lock:
+            if not self.fetched:
+                try:
+                    self.value = self.engine.runner.result(self.handle)
+                except Exception as exc:
+                    if self.engine.closed:
+                        raise RuntimeError(
+                            f"the value of task run {self.node.record.name!r} is gone: its flow run has ended and "
+                            "results are held in cluster memory only while the flow runs; return it from the flow"
+                        ) from exc
+                    raise
+                self.fetched = True
+            return self.value
+
+
+def _user_error(node: TaskNode, error: AttemptError) -> BaseException:
+    """The exception to show for a failed attempt: the user's own when it survived
+    the trip from the worker, with the remote traceback attached."""
+    if error.kind == "timed_out":
+        return TaskTimeoutError(error.message)
+    if error.kind == "crashed":
+        return CrashedError(f"task run {node.record.name!r} was aborted by {error.error_type}: {error.message}")
+    exc = error.error
+    if exc is None:
+        return FailedRun(f"task run {node.record.name!r} raised {error.error_type}: {error.message}\n{error.traceback}")
+    if hasattr(exc, "add_note") and error.traceback:
+        exc.add_note(f"\nRemote traceback of task run {node.record.name!r}:\n{error.traceback}")
+    return exc
+
+
+def _describe_crash(error: BaseException | None) -> str:
+    name = type(error).__name__
+    if name == "KilledWorker":
+        return f"the worker running it died ({error})"
+    return f"{name}: {error}"
+

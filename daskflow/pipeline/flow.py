@@ -1,0 +1,373 @@
+"""``@flow``: a function whose call is a flow run on a task runner."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any, Callable, Generic, Iterable, ParamSpec, Sequence, TypeVar, overload
+
+import dask.config
+
+from .._collections import find_instances, replace_instances
+from ..exceptions import (
+    CancelledRun,
+    CrashedError,
+    FlowTimeoutError,
+    InvalidOptionError,
+    ParameterValidationError,
+    RunnerError,
+)
+from ..runners.base import TaskRunner
+from ..runners.execute import PRINT_SINK, TASK_RUN_CONTEXT, install_print_capture
+from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
+from .engine import FlowRunEngine, _BodyFailed
+from .futures import TaskFuture
+from .parameters import ParameterModel
+from .retries import RetryDelay, retry_delay, validate_retry_options
+from .runs import FlowRun
+from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
+from .task import Hook, _hooks, _name, _tags, _timeout
+
+__all__ = ["Flow", "flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("daskflow.runs")
+
+
+class Flow(Generic[P, R]):
+    """A function whose call is a flow run: its tasks run on the flow's task runner.
+
+    Create flows with :func:`flow`. Calling a flow inside another flow makes a
+    subflow run, with its own record linked to the parent, on the parent's runner
+    (unless the subflow names a runner of its own).
+    """
+
+    _OPTIONS = (
+        "name", "description", "version", "tags", "task_runner", "retries", "retry_delay_seconds",
+        "timeout_seconds", "validate_parameters", "log_prints", "on_completion", "on_failure",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        tags: Iterable[str] | None = None,
+        task_runner: TaskRunner | None = None,
+        retries: int = 0,
+        retry_delay_seconds: RetryDelay = 0,
+        timeout_seconds: float | None = None,
+        validate_parameters: bool = True,
+        log_prints: bool = False,
+        on_completion: Hook | Sequence[Hook] | None = None,
+        on_failure: Hook | Sequence[Hook] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise InvalidOptionError(f"@flow decorates a function, got {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+            raise InvalidOptionError(f"flow {getattr(fn, '__name__', fn)!r} is async; daskflow flows are plain functions (tasks may be async)")
+        self.fn = fn
+        self.name = _name(fn, name, "flow")
+        owner = f"flow {self.name!r}"
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.version = version
+        self.tags = _tags(owner, tags)
+        if task_runner is not None and not isinstance(task_runner, TaskRunner):
+            raise InvalidOptionError(
+                f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), got {task_runner!r}"
+            )
+        self.task_runner = task_runner
+        self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, None)
+        self.retries = retries
+        self.timeout_seconds = _timeout(owner, timeout_seconds)
+        self.validate_parameters = bool(validate_parameters)
+        if not isinstance(log_prints, bool):
+            raise InvalidOptionError(f"{owner}: log_prints must be True or False, got {log_prints!r}")
+        self.log_prints = log_prints
+        self.on_completion = _hooks(owner, "on_completion", on_completion)
+        self.on_failure = _hooks(owner, "on_failure", on_failure)
+        self.parameters = ParameterModel(fn, self.name)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(self, **changes: Any) -> Flow[P, R]:
+        """A copy of this flow with some options changed."""
+        unknown = set(changes) - set(self._OPTIONS)
+        if unknown:
+            raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
+        options = {name: getattr(self, name) for name in self._OPTIONS}
+        options.update(changes)
+        return Flow(self.fn, **options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow; returns its value, or its final :class:`State` with ``return_state=True``.
+
+        Raises
+        ------
+        ParameterValidationError
+            Before anything runs, if the parameters do not fit the signature.
+        """
+        return_state = bool(kwargs.pop("return_state", False))
+        state = _FlowRunner(self).run(args, kwargs)
+        return state if return_state else state.result()  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+class _FlowRunner:
+    """Everything one call of a flow does, start to end."""
+
+    def __init__(self, flow: Flow[Any, Any]) -> None:
+        self.flow = flow
+        parent = FLOW_RUN_CONTEXT.get()
+        # A flow called inside a task (on a worker, or a local runner's thread) is
+        # its own top-level run, not a subflow of the flow that ran the task.
+        self.parent = None if TASK_RUN_CONTEXT.get() is not None else parent
+
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        flow = self.flow
+        configure_console_logging(dask.config.get("daskflow.logging.console", True))
+        run_id = uuid.uuid4().hex
+        flow_run = FlowRun(
+            id=run_id,
+            name=f"{flow.name}-{run_id[:8]}",
+            flow_name=flow.name,
+            version=flow.version,
+            parameters={},
+            tags=flow.tags,
+            parent_flow_run_id=self.parent.flow_run.id if self.parent else None,
+        )
+        if self.parent is not None:
+            self.parent.flow_run.subflow_runs.append(flow_run)
+        try:
+            parameters = flow.parameters.bind(args, kwargs, flow.validate_parameters)
+        except ParameterValidationError as exc:
+            flow_run.parameters = {"<invalid>": True}
+            logger.error("Flow run %r - %s", flow_run.name, exc)
+            return self._finish(flow_run, Failed(str(exc), data=exc))
+        flow_run.parameters = parameters
+        call_args, call_kwargs = flow.parameters.call_arguments(parameters)
+
+        runner, owns_runner = self._runner()
+        flow_run.runner = repr(runner)
+        if owns_runner:
+            try:
+                runner.start()
+            except Exception as exc:
+                error = exc if isinstance(exc, RunnerError) else RunnerError(f"the task runner {runner!r} failed to start: {exc}")
+                if error is not exc:
+                    error.__cause__ = exc
+                logger.error("Flow run %r - %s", flow_run.name, error)
+                return self._finish(flow_run, Crashed(str(error), data=error))
+        try:
+            logger.info("Flow run %r - beginning flow %r on %s", flow_run.name, flow.name, runner.name)
+            if owns_runner and runner.dashboard_link:
+                logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
+            state = self._attempts(flow_run, runner, call_args, call_kwargs)
+        finally:
+            if owns_runner:
+                runner.shutdown()
+        return self._finish(flow_run, state)
+
+    def _runner(self) -> tuple[TaskRunner, bool]:
+        if self.parent is not None and self.flow.task_runner is None:
+            return self.parent.engine.runner, False
+        if self.flow.task_runner is not None:
+            return self.flow.task_runner.duplicate(), True
+        from ..runners.dask import DaskTaskRunner
+
+        return DaskTaskRunner(), True
+
+    def _attempts(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        flow = self.flow
+        counters: Counter[str] = Counter()
+        attempt = 1
+        while True:
+            state = self._attempt(flow_run, runner, args, kwargs, counters)
+            if not (state.is_failed() or state.is_crashed()) or attempt > flow.retries:
+                return state
+            delay = retry_delay(flow.retry_delay_seconds, attempt, None)
+            logger.warning(
+                "Flow run %r - attempt %d ended %s; retry %d of %d in %g s", flow_run.name, attempt, state, attempt, flow.retries, delay
+            )
+            flow_run.set_state(state)
+            time.sleep(delay)  # the driver's own thread: nothing else is waiting on it
+            attempt += 1
+
+    def _attempt(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any], counters: Counter[str]) -> State:
+        flow = self.flow
+        log_level = logging.getLevelName(str(dask.config.get("daskflow.logging.level", "INFO")).upper())
+        engine = FlowRunEngine(flow_run, runner, log_level=log_level if isinstance(log_level, int) else logging.INFO, log_prints=flow.log_prints)
+        engine._counters = counters
+        engine.start()
+        context = FlowRunContext(flow, flow_run, engine, engine.log_level)
+        flow_run.set_state(Running())
+        try:
+            try:
+                value = self._call_body(context, args, kwargs)
+            except FlowTimeoutError as exc:
+                engine.cancel(exc)
+                return TimedOut(str(exc), data=exc)
+            except KeyboardInterrupt:
+                engine.cancel(CancelledRun("the flow run was interrupted (KeyboardInterrupt)"))
+                flow_run.set_state(Cancelled("interrupted by KeyboardInterrupt"))
+                raise
+            except CancelledRun as exc:
+                engine.cancel(exc)
+                return Cancelled(str(exc), data=exc)
+            except BaseException as exc:
+                engine.cancel(_BodyFailed(f"the flow body raised {type(exc).__name__}: {exc}"))
+                make = Crashed if isinstance(exc, (CrashedError, RunnerError)) else Failed
+                logger.error("Flow run %r - the flow body raised %s: %s", flow_run.name, type(exc).__name__, exc)
+                return make(f"{type(exc).__name__}: {exc}", data=exc)
+            engine.wait_all()
+            return self._final_state(engine, value)
+        finally:
+            engine.close()
+
+    def _call_body(self, context: FlowRunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        flow = self.flow
+        sink = None
+        if flow.log_prints:
+            install_print_capture()
+            flow_logger = context.logger()
+            sink = flow_logger.info
+
+        def body() -> Any:
+            token = FLOW_RUN_CONTEXT.set(context)
+            print_token = PRINT_SINK.set(sink)
+            try:
+                return flow.fn(*args, **kwargs)
+            finally:
+                PRINT_SINK.reset(print_token)
+                FLOW_RUN_CONTEXT.reset(token)
+
+        if flow.timeout_seconds is None:
+            return body()
+        # The body runs in a helper thread so the driver can stop waiting for it;
+        # on timeout its tasks are cancelled and its next daskflow call raises.
+        outcome: dict[str, Any] = {}
+        ctx = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                outcome["value"] = ctx.run(body)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"daskflow-flow-{context.flow_run.name}", daemon=True)
+        thread.start()
+        thread.join(flow.timeout_seconds)
+        if thread.is_alive():
+            raise FlowTimeoutError(f"flow run {context.flow_run.name!r} exceeded timeout_seconds={flow.timeout_seconds:g}")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def _final_state(self, engine: FlowRunEngine, value: Any) -> State:
+        """Prefect's rule: a returned future or state decides; with nothing returned,
+        the flow fails if any task run did not complete."""
+        returned = find_instances(value, (TaskFuture, State))
+        if returned:
+            states = [r.state if isinstance(r, TaskFuture) else r for r in returned]
+            bad = [s for s in states if not s.is_completed()]
+            if bad:
+                error = bad[0].result(raise_on_failure=False)
+                return Failed(f"{len(bad)} of the {len(states)} returned runs did not complete; first: {bad[0]}", data=error)
+            try:
+                value = replace_instances(value, (TaskFuture, State), lambda r: r.result())
+            except Exception as exc:
+                return Crashed(f"could not fetch the returned results: {exc}", data=exc)
+            return Completed(data=value)
+        if value is None:
+            bad_runs = engine.unsuccessful()
+            if bad_runs:
+                names = ", ".join(f"{r.name} ({r.state.name})" for r in bad_runs[:5])
+                more = f" and {len(bad_runs) - 5} more" if len(bad_runs) > 5 else ""
+                error = engine.first_error() or bad_runs[0].state.result(raise_on_failure=False)
+                return Failed(f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete: {names}{more}", data=error)
+        return Completed(data=value)
+
+    def _finish(self, flow_run: FlowRun, state: State) -> State:
+        state = state.copy(run=flow_run)
+        flow_run.set_state(state)
+        flow_run.end_time = time.time()
+        counts = ", ".join(f"{n} {name}" for name, n in sorted(flow_run.state_counts().items()))
+        log = logger.info if state.is_completed() else logger.error
+        log("Flow run %r - finished in state %s%s", flow_run.name, state, f" (task runs: {counts})" if counts else "")
+        hooks = self.flow.on_completion if state.is_completed() else self.flow.on_failure if state.is_unsuccessful() else ()
+        for hook in hooks:
+            try:
+                hook(self.flow, flow_run, state)
+            except Exception:
+                logger.exception("Flow run %r - hook %r raised", flow_run.name, getattr(hook, "__name__", hook))
+        return state
+
+
+@overload
+def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
+
+
+@overload
+def flow(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    version: str | None = None,
+    tags: Iterable[str] | None = None,
+    task_runner: TaskRunner | None = None,
+    retries: int = 0,
+    retry_delay_seconds: RetryDelay = 0,
+    timeout_seconds: float | None = None,
+    validate_parameters: bool = True,
+    log_prints: bool = False,
+    on_completion: Hook | Sequence[Hook] | None = None,
+    on_failure: Hook | Sequence[Hook] | None = None,
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(__fn: Any = None, **options: Any) -> Any:
+    """Turn a function into a :class:`Flow`; works bare (``@flow``) and called.
+
+    Parameters
+    ----------
+    name, description, version, tags
+        Kept in the run record; ``name`` defaults to the function's name.
+    task_runner : TaskRunner, optional
+        Where tasks run. Default: :class:`DaskTaskRunner` with an embedded
+        LocalCluster started and closed by the run; a subflow uses its parent's.
+    retries, retry_delay_seconds
+        Rerun the whole body when the flow run fails.
+    timeout_seconds : float, optional
+        The run ends ``TimedOut`` after this long; its open task runs are cancelled.
+    validate_parameters : bool
+        Check and coerce parameters from type hints with pydantic (default True).
+    log_prints : bool
+        Send ``print`` output of the body and its tasks to the run log.
+    on_completion, on_failure : callable or list of callables
+        ``hook(flow, flow_run, state)``, called once the run is final.
+
+    Examples
+    --------
+    >>> from daskflow import flow, task
+    >>> @task
+    ... def square(x: int) -> int:
+    ...     return x * x
+    >>> @flow
+    ... def total(n: int = 3) -> int:
+    ...     return sum(square.map(range(n)).result())
+    """
+    if __fn is not None:
+        if options:
+            raise InvalidOptionError("use @flow or @flow(...), not @flow(fn, ...)")
+        return Flow(__fn)
+    return lambda fn: Flow(fn, **options)

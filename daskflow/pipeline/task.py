@@ -1,0 +1,335 @@
+"""``@task``: a function whose calls inside a flow become Dask tasks."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable, Generic, ParamSpec, Sequence, TypeVar, overload
+
+from ..exceptions import InvalidOptionError, MappingLengthMismatch, MissingContextError
+from ..runners.execute import TASK_RUN_CONTEXT
+from .context import FLOW_RUN_CONTEXT
+from .futures import TaskFuture, TaskFutureList, unmapped
+from .retries import RetryDelay, validate_retry_options
+
+__all__ = ["Task", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Hook = Callable[..., None]
+
+_UNSET: Any = object()
+
+
+def _hooks(owner: str, label: str, value: Hook | Sequence[Hook] | None) -> tuple[Hook, ...]:
+    if value is None:
+        return ()
+    hooks = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    for hook in hooks:
+        if not callable(hook):
+            raise InvalidOptionError(f"{owner}: {label} takes a callable or a list of callables, got {hook!r}")
+    return hooks
+
+
+def _tags(owner: str, tags: Iterable[str] | None) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        return (tags,)
+    tags = tuple(tags)
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise InvalidOptionError(f"{owner}: tags must be strings, got {tag!r}")
+    return tags
+
+
+def _timeout(owner: str, timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise InvalidOptionError(f"{owner}: timeout_seconds must be a number > 0, got {timeout!r}")
+    return float(timeout)
+
+
+def _name(fn: Callable[..., Any], name: str | None, kind: str) -> str:
+    if name is None:
+        name = getattr(fn, "__name__", None) or type(fn).__name__
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidOptionError(f"{kind} name must be a non-empty string, got {name!r}")
+    return name
+
+
+class Task(Generic[P, R]):
+    """A function whose calls inside a flow run as task runs on the task runner.
+
+    Create tasks with :func:`task`. Inside a flow, ``t(x)`` runs a task run and
+    returns its value, ``t.submit(x)`` returns a :class:`TaskFuture` and
+    ``t.map(xs)`` one future per element. Outside any flow, ``t(x)`` is a plain call.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] | None = None,
+        version: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: RetryDelay = 0,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = None,
+        on_completion: Hook | Sequence[Hook] | None = None,
+        on_failure: Hook | Sequence[Hook] | None = None,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
+        self.fn = fn
+        self.name = _name(fn, name, "task")
+        owner = f"task {self.name!r}"
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.tags = _tags(owner, tags)
+        self.version = version
+        self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, retry_jitter_factor)
+        self.retries = retries
+        self.retry_jitter_factor = retry_jitter_factor
+        if retry_condition_fn is not None and not callable(retry_condition_fn):
+            raise InvalidOptionError(f"{owner}: retry_condition_fn must be callable(task, task_run, state) -> bool, got {retry_condition_fn!r}")
+        self.retry_condition_fn = retry_condition_fn
+        self.timeout_seconds = _timeout(owner, timeout_seconds)
+        if log_prints is not None and not isinstance(log_prints, bool):
+            raise InvalidOptionError(f"{owner}: log_prints must be True, False or None, got {log_prints!r}")
+        self.log_prints = log_prints
+        self.on_completion = _hooks(owner, "on_completion", on_completion)
+        self.on_failure = _hooks(owner, "on_failure", on_failure)
+        self.resources = _resources(owner, resources)
+        self.slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.name)[:60] or "task"
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none
+            self._signature = None
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    # Settings copied by with_options; the order is the constructor's.
+    _OPTIONS = (
+        "name", "description", "tags", "version", "retries", "retry_delay_seconds",
+        "retry_jitter_factor", "retry_condition_fn", "timeout_seconds", "log_prints",
+        "on_completion", "on_failure", "resources",
+    )
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options changed.
+
+        Examples
+        --------
+        >>> patient_fit = fit.with_options(retries=3, timeout_seconds=600)
+        """
+        unknown = set(changes) - set(self._OPTIONS)
+        if unknown:
+            raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
+        options = {name: getattr(self, name) for name in self._OPTIONS}
+        options.update(changes)
+        return Task(self.fn, **options)
+
+    # ------------------------------------------------------------------ calls
+    def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._signature is None:
+            return
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r} called with the wrong arguments: {exc}; signature: {self.name}{self._signature}") from None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Inside a flow: run a task run and return its value. Elsewhere: call the function.
+
+        ``return_state=True`` returns the final :class:`State` instead of the value.
+        """
+        return_state = kwargs.pop("return_state", False)
+        wait_for = kwargs.pop("wait_for", ())
+        context = FLOW_RUN_CONTEXT.get()
+        if context is None or TASK_RUN_CONTEXT.get() is not None:
+            return self.fn(*args, **kwargs)
+        self._check_arguments(args, kwargs)
+        future = context.engine.submit(self, args, kwargs, wait_for)
+        state = future.wait()
+        return state if return_state else state.result()  # type: ignore[return-value]
+
+    def submit(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
+        """Submit a task run and return its future at once.
+
+        Accepts ``wait_for=[futures]`` to order runs without passing data, and
+        ``return_state=True`` to get the final state (waits).
+        """
+        return_state = kwargs.pop("return_state", False)
+        wait_for = kwargs.pop("wait_for", ())
+        context = self._flow_context("submit")
+        self._check_arguments(args, kwargs)
+        future = context.engine.submit(self, args, kwargs, wait_for)
+        return future.wait() if return_state else future  # type: ignore[return-value]
+
+    def map(self, *args: Any, **kwargs: Any) -> TaskFutureList:
+        """Submit one task run per element of the iterable arguments, in one batch.
+
+        Lists, tuples, sets, ranges, generators and other iterables (except
+        strings, bytes and mappings) are iterated together; wrap an iterable in
+        :class:`unmapped` to pass it whole to every call. A future of an upstream
+        task that returned a list is waited for and iterated.
+
+        Raises
+        ------
+        MappingLengthMismatch
+            If the iterables have different lengths.
+        """
+        return_state = kwargs.pop("return_state", False)
+        wait_for = kwargs.pop("wait_for", ())
+        context = self._flow_context("map")
+        mapped: dict[int | str, list[Any]] = {}
+        for position, value in _argument_items(args, kwargs):
+            if isinstance(value, TaskFuture):
+                value = value.result()
+            if _is_mappable(value):
+                mapped[position] = list(value)
+        if not mapped:
+            raise InvalidOptionError(
+                f"task {self.name!r}: map() needs at least one iterable argument (list, tuple, range, ...); "
+                "use submit() for a single call"
+            )
+        lengths = {_label(p, self): len(v) for p, v in mapped.items()}
+        if len(set(lengths.values())) > 1:
+            raise MappingLengthMismatch(
+                f"task {self.name!r}: map() got iterables of different lengths {lengths}; "
+                "make them equal, or wrap the one meant for every call in unmapped(...)"
+            )
+        count = next(iter(lengths.values()))
+        calls = []
+        for i in range(count):
+            call_args = tuple(mapped[p][i] if p in mapped else _unwrap(v) for p, v in enumerate(args))
+            call_kwargs = {k: mapped[k][i] if k in mapped else _unwrap(v) for k, v in kwargs.items()}
+            self._check_arguments(call_args, call_kwargs)
+            calls.append((call_args, call_kwargs))
+        futures = TaskFutureList(context.engine.submit_many(self, calls, wait_for))
+        if return_state:
+            return TaskFutureList(f.wait() for f in futures)
+        return futures
+
+    def _flow_context(self, method: str) -> Any:
+        context = FLOW_RUN_CONTEXT.get()
+        if context is None or TASK_RUN_CONTEXT.get() is not None:
+            raise MissingContextError(
+                f"task {self.name!r}: {method}() works inside a flow run; "
+                f"call it from a @flow function, or call {self.name}(...) directly for a plain call"
+            )
+        return context
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+def _argument_items(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[tuple[int | str, Any]]:
+    yield from enumerate(args)
+    yield from kwargs.items()
+
+
+def _label(position: int | str, task: Task[Any, Any]) -> str:
+    if isinstance(position, str):
+        return position
+    if task._signature is not None:
+        names = list(task._signature.parameters)
+        if position < len(names):
+            return names[position]
+    return f"arg{position}"
+
+
+def _is_mappable(value: Any) -> bool:
+    if isinstance(value, (unmapped, str, bytes, bytearray, Mapping)):
+        return False
+    return isinstance(value, Iterable)
+
+
+def _unwrap(value: Any) -> Any:
+    return value.value if isinstance(value, unmapped) else value
+
+
+def _resources(owner: str, resources: Mapping[str, float] | None) -> dict[str, float] | None:
+    if resources is None:
+        return None
+    if not isinstance(resources, Mapping):
+        raise InvalidOptionError(f"{owner}: resources must be a dict like {{'GPU': 1}}, got {resources!r}")
+    for key, amount in resources.items():
+        if not isinstance(key, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            raise InvalidOptionError(f"{owner}: resources must map names to positive numbers, got {key!r}: {amount!r}")
+    return dict(resources)
+
+
+@overload
+def task(__fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Iterable[str] | None = None,
+    version: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: RetryDelay = 0,
+    retry_jitter_factor: float | None = None,
+    retry_condition_fn: Callable[..., bool] | None = None,
+    timeout_seconds: float | None = None,
+    log_prints: bool | None = None,
+    on_completion: Hook | Sequence[Hook] | None = None,
+    on_failure: Hook | Sequence[Hook] | None = None,
+    resources: Mapping[str, float] | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(__fn: Any = None, **options: Any) -> Any:
+    """Turn a function into a :class:`Task`; works bare (``@task``) and called.
+
+    Parameters
+    ----------
+    name : str, optional
+        Defaults to the function's name; task runs are named ``<name>-<n>``.
+    description, tags, version
+        Kept in run records.
+    retries : int
+        How many times a failed, timed-out or crashed attempt is tried again.
+    retry_delay_seconds : float, list of float or callable
+        Delay before each retry; a list gives one per retry (the last repeats);
+        :func:`exponential_backoff` builds one. Waited on the driver.
+    retry_jitter_factor : float, optional
+        Spread each delay over ``delay * [1 - f, 1 + f]``.
+    retry_condition_fn : callable, optional
+        ``fn(task, task_run, state) -> bool``; retry only when it returns True.
+    timeout_seconds : float, optional
+        An attempt running longer ends ``TimedOut`` (see ``daskflow.runners.execute``
+        for what happens to its thread).
+    log_prints : bool, optional
+        Send ``print`` output to the run log; ``None`` inherits the flow's setting.
+    on_completion, on_failure : callable or list of callables
+        ``hook(task, task_run, state)``, called on the driver once the task run is final.
+    resources : dict, optional
+        Dask worker resources each attempt needs, e.g. ``{"GPU": 1}``.
+
+    Examples
+    --------
+    >>> from daskflow import task
+    >>> @task(retries=2, retry_delay_seconds=[1, 10])
+    ... def fit(c: float) -> float:
+    ...     return c * 2
+    >>> fit(3.0)  # outside a flow: a plain call
+    6.0
+    """
+    if __fn is not None:
+        if options:
+            raise InvalidOptionError("use @task or @task(...), not @task(fn, ...)")
+        return Task(__fn)
+    return lambda fn: Task(fn, **options)
+

@@ -1,0 +1,311 @@
+"""Run tasks on a ``dask.distributed`` cluster: the default runner.
+
+Each attempt is one ``client.submit`` of :func:`run_on_worker` with a small
+:class:`~daskflow.runners.execute.AttemptSpec`; futures of upstream tasks are
+passed as arguments, so they become edges of the scheduler's graph and data moves
+worker to worker. A task's function is shipped once per run, as the result of a
+tiny task that the attempts depend on, so a function defined in ``__main__``
+(pickled by value, with whatever globals it references) crosses the network once,
+not once per submit. Reports (timings, log lines) travel back through
+``Worker.log_event`` and a topic subscription, the scheduler's own event channel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import uuid
+from typing import Any, Callable, Sequence
+
+import cloudpickle
+
+from ..exceptions import InvalidOptionError, RunnerError
+from .base import AttemptCall, Outcome, ReportSink, TaskRunner
+from .execute import AttemptSpec, execute_attempt
+
+__all__ = ["DaskTaskRunner", "REPORT_TOPIC"]
+
+logger = logging.getLogger(__name__)
+
+#: The event topic attempt reports are published on.
+REPORT_TOPIC = "daskflow-reports"
+
+#: LocalCluster settings daskflow uses unless told otherwise. Everything listens on
+#: loopback (distributed's dashboard defaults to all interfaces). A worker death is
+#: reported at once (``allowed_failures=0``) so that it becomes a Crashed attempt
+#: that consumes one of the task's retries, instead of Dask silently rerunning it.
+LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "dashboard_address": "127.0.0.1:8787",
+}
+LOCAL_SCHEDULER_DEFAULTS: dict[str, Any] = {"allowed_failures": 0}
+
+
+def load_callable(blob: bytes) -> Callable[..., Any]:
+    """Worker side of :meth:`DaskTaskRunner.prepare`."""
+    return cloudpickle.loads(blob)
+
+
+def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *wait_for: Any) -> Any:
+    """The Dask task of one attempt: run it, publish the report, return the value."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def flush(lines: list[list[Any]]) -> None:
+        worker.log_event(
+            REPORT_TOPIC,
+            {"fr": spec.flow_run_id, "tr": spec.task_run_id, "a": spec.attempt, "logs": lines, "partial": True},
+        )
+
+    value, report = execute_attempt(fn, spec, args, kwargs, flush)
+    # Sent before the task's own completion message on the same worker stream, so
+    # the driver sees the report before it sees the future finish.
+    worker.log_event(REPORT_TOPIC, report)
+    return value
+
+
+def _daskflow_version() -> str:
+    import daskflow
+
+    return daskflow.__version__
+
+
+class DaskTaskRunner(TaskRunner):
+    """Run tasks on a Dask cluster.
+
+    Parameters
+    ----------
+    address : str, optional
+        Address of an existing scheduler (``tcp://127.0.0.1:8786``). Without it the
+        run starts its own cluster and closes it when the run ends.
+    cluster_class : type or str, optional
+        Cluster to start when no address is given: a class or its import path
+        (``"dask_jobqueue.SLURMCluster"``). Default
+        :class:`distributed.LocalCluster`, bound to 127.0.0.1.
+    cluster_kwargs : dict, optional
+        Keyword arguments for ``cluster_class``.
+    client_kwargs : dict, optional
+        Keyword arguments for :class:`distributed.Client`.
+    adapt_kwargs : dict, optional
+        If given, ``cluster.adapt(**adapt_kwargs)`` is called after start.
+
+    Notes
+    -----
+    On a cluster daskflow starts, a worker that dies mid-task makes that attempt
+    Crashed at once, and it is retried if the task has retries left. On an
+    existing scheduler, the scheduler's ``distributed.scheduler.allowed-failures``
+    (default 3) applies first: Dask reruns the task on another worker by itself
+    and only reports ``KilledWorker`` after that many deaths.
+
+    Examples
+    --------
+    >>> from daskflow import flow, DaskTaskRunner
+    >>> @flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 4}))
+    ... def sweep(): ...
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        cluster_class: type | str | None = None,
+        cluster_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+        adapt_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if address is not None and not isinstance(address, str):
+            raise InvalidOptionError(f"address must be a scheduler address string like 'tcp://127.0.0.1:8786', got {address!r}")
+        if address is not None and (cluster_class is not None or cluster_kwargs):
+            raise InvalidOptionError(
+                "give either address= (connect to a running scheduler) or cluster_class=/cluster_kwargs= "
+                "(start a cluster), not both"
+            )
+        for label, value in (("cluster_kwargs", cluster_kwargs), ("client_kwargs", client_kwargs), ("adapt_kwargs", adapt_kwargs)):
+            if value is not None and not isinstance(value, dict):
+                raise InvalidOptionError(f"{label} must be a dict, got {type(value).__name__}: {value!r}")
+        self.address = address
+        self.cluster_class = cluster_class
+        self.cluster_kwargs = cluster_kwargs
+        self.client_kwargs = client_kwargs
+        self.adapt_kwargs = adapt_kwargs
+        self._client: Any = None
+        self._cluster: Any = None
+        self._sinks: dict[str, ReportSink] = {}
+        self._lock = threading.Lock()
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "cluster_class": self.cluster_class,
+            "cluster_kwargs": self.cluster_kwargs,
+            "client_kwargs": self.client_kwargs,
+            "adapt_kwargs": self.adapt_kwargs,
+        }
+
+    @property
+    def client(self) -> Any:
+        """The :class:`distributed.Client` of a started runner."""
+        if self._client is None:
+            raise RunnerError("the DaskTaskRunner is not started; it starts when a flow run begins")
+        return self._client
+
+    @property
+    def dashboard_link(self) -> str | None:
+        return None if self._client is None else self._client.dashboard_link
+
+    def start(self) -> None:
+        from distributed import Client
+
+        client_kwargs = {"set_as_default": False, **(self.client_kwargs or {})}
+        if self.address is not None:
+            try:
+                self._client = Client(self.address, **client_kwargs)
+            except OSError as exc:
+                raise RunnerError(
+                    f"cannot connect to the Dask scheduler at {self.address!r}: {exc}. "
+                    "Check that `dask scheduler` is running there, or drop address= to start a local cluster."
+                ) from exc
+            self._check_workers()
+        else:
+            self._cluster = self._start_cluster()
+            try:
+                self._client = Client(self._cluster, **client_kwargs)
+            except BaseException:
+                self._cluster.close()
+                self._cluster = None
+                raise
+        self._client.subscribe_topic(REPORT_TOPIC, self._route_report)
+
+    def _start_cluster(self) -> Any:
+        cls = self._cluster_class()
+        kwargs = dict(self.cluster_kwargs or {})
+        from distributed import LocalCluster
+
+        if cls is LocalCluster:
+            kwargs = {**LOCAL_CLUSTER_DEFAULTS, **kwargs}
+            kwargs["scheduler_kwargs"] = {**LOCAL_SCHEDULER_DEFAULTS, **kwargs.get("scheduler_kwargs", {})}
+        try:
+            cluster = cls(**kwargs)
+        except TypeError as exc:
+            raise InvalidOptionError(f"cluster_kwargs {kwargs!r} are not accepted by {cls.__name__}: {exc}") from exc
+        if self.adapt_kwargs is not None:
+            cluster.adapt(**self.adapt_kwargs)
+        return cluster
+
+    def _cluster_class(self) -> type:
+        from distributed import LocalCluster
+
+        cls = self.cluster_class or LocalCluster
+        if isinstance(cls, str):
+            module_name, _, attr = cls.rpartition(".")
+            try:
+                cls = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise InvalidOptionError(
+                    f"cluster_class {self.cluster_class!r} cannot be imported ({exc}); "
+                    "give the full path like 'dask_jobqueue.SLURMCluster' and install its package"
+                ) from exc
+        if not callable(cls):
+            raise InvalidOptionError(f"cluster_class must be a class or an import path, got {cls!r}")
+        return cls
+
+    def _check_workers(self) -> None:
+        """Fail before any task is submitted if workers cannot import daskflow."""
+        if not self._client.scheduler_info(n_workers=-1).get("workers"):
+            return  # nobody to ask yet (adaptive cluster); tasks will wait for workers
+        try:
+            versions = self._client.run(_daskflow_version)
+        except ImportError as exc:
+            self.shutdown()
+            raise RunnerError(
+                f"the Dask workers at {self.address} cannot import daskflow ({exc}); "
+                "install daskflow in the workers' environment (pip install daskflow)"
+            ) from exc
+        from daskflow import __version__
+
+        mismatched = {w: v for w, v in versions.items() if v != __version__}
+        if mismatched:
+            logger.warning("daskflow %s on this machine but %s on workers", __version__, mismatched)
+
+    def shutdown(self) -> None:
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = None
+        if client is not None:
+            try:
+                client.unsubscribe_topic(REPORT_TOPIC)
+            except Exception:  # the scheduler may already be gone
+                pass
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def subscribe(self, flow_run_id: str, sink: ReportSink) -> None:
+        with self._lock:
+            self._sinks[flow_run_id] = sink
+
+    def unsubscribe(self, flow_run_id: str) -> None:
+        with self._lock:
+            self._sinks.pop(flow_run_id, None)
+
+    def _route_report(self, event: tuple[float, dict[str, Any]]) -> None:
+        # Runs on the client's event loop: hand over and return.
+        msg = event[1]
+        sink = self._sinks.get(msg.get("fr")) if isinstance(msg, dict) else None
+        if sink is not None:
+            sink(msg)
+
+    def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
+        blob = cloudpickle.dumps(fn)
+        return self.client.submit(load_callable, blob, key=f"daskflow-fn-{name}-{uuid.uuid4().hex}", pure=False)
+
+    def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
+        client = self.client
+        if len(calls) == 1:
+            call = calls[0]
+            return [
+                client.submit(
+                    run_on_worker, call.fn, call.spec, call.args, call.kwargs, *call.wait_for,
+                    key=call.key, resources=call.resources, pure=False,
+                )
+            ]
+        # One message to the scheduler for the whole batch (Task.map).
+        return client.map(
+            run_on_worker,
+            [c.fn for c in calls],
+            [c.spec for c in calls],
+            [c.args for c in calls],
+            [c.kwargs for c in calls],
+            key=[c.key for c in calls],
+            resources=calls[0].resources,
+            pure=False,
+            batch_size=None,
+        ) if not any(c.wait_for for c in calls) else [self.submit([c])[0] for c in calls]
+
+    def add_done_callback(self, handle: Any, callback: Callable[[Any], None]) -> None:
+        handle.add_done_callback(callback)
+
+    def outcome(self, handle: Any) -> Outcome:
+        status = handle.status
+        if status == "finished":
+            return Outcome("finished")
+        if status == "cancelled":
+            return Outcome("cancelled")
+        if status == "lost":
+            return Outcome("error", LookupError(f"the result of {handle.key!r} was lost with its worker"))
+        try:
+            return Outcome("error", handle.exception())
+        except Exception as exc:  # e.g. cancelled between the status read and the fetch
+            return Outcome("error", exc)
+
+    def outcome_known_failed(self, handle: Any) -> bool:
+        return handle.status in ("error", "cancelled", "lost")
+
+    def result(self, handle: Any, timeout: float | None = None) -> Any:
+        return handle.result(timeout=timeout)
+
+    def cancel(self, handles: Sequence[Any]) -> None:
+        if handles and self._client is not None:
+            self._client.cancel(list(handles))

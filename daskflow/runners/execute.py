@@ -1,0 +1,323 @@
+"""Run one attempt of a task where the runner placed it (a Dask worker, a thread).
+
+This is the only daskflow code that runs on workers. It sets the task-run context
+(so ``get_run_logger()`` and ``log_prints`` work), enforces ``timeout_seconds``,
+collects log lines, and turns every outcome into either a returned value plus a
+small report, or an :class:`AttemptError` that carries the same report.
+
+Timeouts
+--------
+A task with ``timeout_seconds`` runs its function in a helper thread; the attempt
+waits for it at most that long. On overrun the attempt ends at once as
+``TimedOut`` (freeing the worker slot, so downstream tasks are skipped and the flow
+moves on) and a ``TaskTimeoutError`` is raised *inside* the overrunning thread.
+Python code stops at its next bytecode; a call blocked in C (``time.sleep``, a
+socket read, a long numpy routine) cannot be interrupted and keeps running until
+it returns, then stops. Its eventual result is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextvars
+import ctypes
+import inspect
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..exceptions import TaskTimeoutError
+
+__all__ = [
+    "AttemptError",
+    "AttemptSpec",
+    "PRINT_SINK",
+    "TASK_RUN_CONTEXT",
+    "TaskRunContext",
+    "execute_attempt",
+    "install_print_capture",
+]
+
+#: Log lines shipped per report; a chatty task flushes a batch each time it fills.
+LOG_BATCH = 200
+#: Longest log line kept; longer ones are cut with a marker (a runaway print of a
+#: whole array must not blow up the scheduler's event stream).
+MAX_LINE = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSpec:
+    """What a worker needs to know about the attempt it runs (small, pickled per submit)."""
+
+    flow_run_id: str
+    task_run_id: str
+    task_run_name: str
+    attempt: int
+    timeout_seconds: float | None = None
+    log_prints: bool = False
+    log_level: int = logging.INFO
+
+
+@dataclass(slots=True)
+class TaskRunContext:
+    """The task run the current thread is executing."""
+
+    spec: AttemptSpec
+    lines: list[list[Any]] = field(default_factory=list)
+    flush: Callable[[list[list[Any]]], None] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_line(self, created: float, level: int, message: str) -> None:
+        if len(message) > MAX_LINE:
+            message = message[:MAX_LINE] + f"... [cut, {len(message)} characters]"
+        with self.lock:
+            self.lines.append([created, level, message])
+            if self.flush is None or len(self.lines) < LOG_BATCH:
+                return
+            batch, self.lines = self.lines, []
+        self.flush(batch)
+
+    def take_lines(self) -> list[list[Any]]:
+        with self.lock:
+            batch, self.lines = self.lines, []
+        return batch
+
+
+TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
+    "daskflow_task_run", default=None
+)
+#: Where ``print`` goes while ``log_prints`` is on in this thread (flow body or task).
+PRINT_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "daskflow_print_sink", default=None
+)
+
+
+class AttemptError(Exception):
+    """A task attempt did not return a value; raised on the worker, read by the driver.
+
+    ``kind`` is ``"failed"`` (user code raised), ``"timed_out"`` or ``"crashed"``
+    (``SystemExit``/``KeyboardInterrupt`` inside the task). ``error`` is the user's
+    exception when it survives pickling, else ``None`` and ``error_type`` /
+    ``message`` / ``traceback`` describe it.
+    """
+
+    def __init__(
+        self,
+        task_run_id: str,
+        attempt: int,
+        kind: str,
+        error: BaseException | None,
+        error_type: str,
+        message: str,
+        traceback: str,
+        report: dict[str, Any],
+    ) -> None:
+        super().__init__(task_run_id, attempt, kind, error_type, message)
+        self.task_run_id = task_run_id
+        self.attempt = attempt
+        self.kind = kind
+        self.error = error
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        self.report = report
+
+    def __reduce__(self):
+        return (
+            type(self),
+            (
+                self.task_run_id,
+                self.attempt,
+                self.kind,
+                self.error,
+                self.error_type,
+                self.message,
+                self.traceback,
+                self.report,
+            ),
+        )
+
+    def __str__(self) -> str:
+        # Dask workers log this on failure: keep it short and free of argument values.
+        return f"task run {self.report.get('name', self.task_run_id)!r} attempt {self.attempt} {self.kind}: {self.error_type}: {self.message}"
+
+
+class _RunLogHandler(logging.Handler):
+    """Sends records of a task-run logger to the attempt's line buffer."""
+
+    def __init__(self, context: TaskRunContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            self.context.add_line(record.created, record.levelno, message)
+        except Exception:  # a logging error must never fail the task
+            self.handleError(record)
+
+
+def task_run_logger(context: TaskRunContext) -> logging.Logger:
+    """A logger whose records land in ``context``'s report (not on the worker's stderr:
+    the driver prints them, so a LocalCluster does not show every line twice)."""
+    logger = logging.Logger(f"daskflow.task_runs.{context.spec.task_run_name}", context.spec.log_level)
+    logger.addHandler(_RunLogHandler(context))
+    logger.propagate = False
+    return logger
+
+
+_original_print = builtins.print
+_print_lock = threading.Lock()
+
+
+def _capturing_print(*values: object, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+    sink = PRINT_SINK.get()
+    if sink is None or file not in (None, sys.stdout):
+        _original_print(*values, sep=sep, end=end, file=file, flush=flush)
+        return
+    sink((" " if sep is None else sep).join(str(v) for v in values))
+
+
+def install_print_capture() -> None:
+    """Route ``print`` to the run logger in threads that asked for it (``log_prints``).
+
+    Replaces ``builtins.print`` once per process with a function that checks a
+    context variable and otherwise behaves exactly like ``print``; it is only
+    installed when a run uses ``log_prints=True``.
+    """
+    with _print_lock:
+        if builtins.print is not _capturing_print:
+            builtins.print = _capturing_print
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(fn(*args, **kwargs))
+    return fn(*args, **kwargs)
+
+
+def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Best effort: make ``thread`` raise ``exc_type`` at its next Python bytecode."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+
+
+def _call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], spec: AttemptSpec) -> Any:
+    outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(_call, fn, args, kwargs)
+        except BaseException as exc:  # handed to the waiting thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"daskflow-timeout-{spec.task_run_name}", daemon=True)
+    thread.start()
+    thread.join(spec.timeout_seconds)
+    if thread.is_alive():
+        _raise_in_thread(thread, TaskTimeoutError)
+        raise TaskTimeoutError(
+            f"task run {spec.task_run_name!r} exceeded timeout_seconds={spec.timeout_seconds:g}"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _picklable(exc: BaseException) -> BaseException | None:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return None
+    return exc
+
+
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    # Skip this module's own frames so the traceback starts in user code.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+def execute_attempt(
+    fn: Callable[..., Any],
+    spec: AttemptSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    flush: Callable[[list[list[Any]]], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``fn(*args, **kwargs)`` as attempt ``spec.attempt`` of a task run.
+
+    Returns
+    -------
+    value, report
+        ``report`` is a msgpack-friendly dict: flow and task run ids, attempt,
+        start and end times, pid and the log lines not yet flushed.
+
+    Raises
+    ------
+    AttemptError
+        For every way the attempt can end without a value; it carries the report.
+    """
+    context = TaskRunContext(spec, flush=flush)
+    started = time.time()
+    token = TASK_RUN_CONTEXT.set(context)
+    print_token = PRINT_SINK.set(_print_sink(context) if spec.log_prints else None)
+    try:
+        if spec.timeout_seconds is not None:
+            value = _call_with_timeout(fn, args, kwargs, spec)
+        else:
+            value = _call(fn, args, kwargs)
+    except BaseException as exc:
+        if isinstance(exc, TaskTimeoutError):
+            kind = "timed_out"
+        elif isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            kind = "crashed"
+        else:
+            kind = "failed"
+        report = _report(spec, started, context)
+        raise AttemptError(
+            spec.task_run_id,
+            spec.attempt,
+            kind,
+            _picklable(exc),
+            f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+            str(exc),
+            _user_traceback(exc),
+            report,
+        ) from None
+    finally:
+        PRINT_SINK.reset(print_token)
+        TASK_RUN_CONTEXT.reset(token)
+    return value, _report(spec, started, context)
+
+
+def _print_sink(context: TaskRunContext) -> Callable[[str], None]:
+    def sink(message: str) -> None:
+        context.add_line(time.time(), logging.INFO, message)
+
+    return sink
+
+
+def _report(spec: AttemptSpec, started: float, context: TaskRunContext) -> dict[str, Any]:
+    return {
+        "fr": spec.flow_run_id,
+        "tr": spec.task_run_id,
+        "name": spec.task_run_name,
+        "a": spec.attempt,
+        "s": started,
+        "e": time.time(),
+        "pid": os.getpid(),
+        "logs": context.take_lines(),
+    }

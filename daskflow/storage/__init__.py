@@ -1,0 +1,1 @@
+"""Persisted results and run records on fsspec storage (arrives with result persistence)."""
