@@ -143,6 +143,7 @@ class FlowRunEngine:
             for node in nodes:
                 self._recheck.append(node)
             self._drain()
+        self.runner.run_pending()
         return [TaskFuture(node) for node in nodes]
 
     def wait_node(self, node: TaskNode, timeout: float | None) -> bool:
@@ -347,6 +348,7 @@ class FlowRunEngine:
                     elif isinstance(item, dict):
                         self._on_report(item)
                     self._drain()
+                self.runner.run_pending()
         except BaseException as exc:  # never die silently: wait_all re-raises it
             self._thread_error = exc
             logger.exception("daskflow engine thread failed")

@@ -77,6 +77,11 @@ class TaskRunner(abc.ABC):
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         """Submit attempts (one batch) and return one handle each."""
 
+    def run_pending(self) -> None:
+        """Execute attempts a runner queued in :meth:`submit` to run in the caller's
+        thread. The engine calls it after releasing its lock; most runners have
+        nothing to do here."""
+
     @abc.abstractmethod
     def add_done_callback(self, handle: Any, callback: Callable[[Any], None]) -> None:
         """Call ``callback(handle)`` from any thread once the attempt has ended."""

@@ -271,6 +271,8 @@ def execute_attempt(
         For every way the attempt can end without a value; it carries the report.
     """
     context = TaskRunContext(spec, flush=flush)
+    if spec.log_prints:
+        install_print_capture()
     started = time.time()
     token = TASK_RUN_CONTEXT.set(context)
     print_token = PRINT_SINK.set(_print_sink(context) if spec.log_prints else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -84,6 +85,11 @@ class SequentialTaskRunner(_InProcessRunner):
 
     name = "sequential"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[tuple[AttemptCall, Future]] = deque()
+        self._running = threading.Lock()
+
     def _settings(self) -> dict[str, Any]:
         return {}
 
@@ -94,16 +100,25 @@ class SequentialTaskRunner(_InProcessRunner):
         pass
 
     def submit(self, calls: Sequence[AttemptCall]) -> list[Future]:
+        # Queued, then run by run_pending() in the submitting thread once the
+        # engine has released its lock (a long task must not block the engine).
         handles = []
         for call in calls:
             handle: Future = Future()
-            handle.set_running_or_notify_cancel()
-            try:
-                handle.set_result(self._execute(call))
-            except BaseException as exc:
-                handle.set_exception(exc)
+            self._queue.append((call, handle))
             handles.append(handle)
         return handles
+
+    def run_pending(self) -> None:
+        with self._running:  # one task at a time, whichever thread asks
+            while self._queue:
+                call, handle = self._queue.popleft()
+                if not handle.set_running_or_notify_cancel():
+                    continue
+                try:
+                    handle.set_result(self._execute(call))
+                except BaseException as exc:
+                    handle.set_exception(exc)
 
 
 class ConcurrentTaskRunner(_InProcessRunner):
@@ -134,7 +149,8 @@ class ConcurrentTaskRunner(_InProcessRunner):
 
     def shutdown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Runs are final by now; a thread still busy (a timed-out flow) is left to finish alone.
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def submit(self, calls: Sequence[AttemptCall]) -> list[Future]:

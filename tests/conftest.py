@@ -1,0 +1,165 @@
+"""Fixtures: real runners and real clusters, all on 127.0.0.1, all cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import psutil
+import pytest
+
+from daskflow import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+RUNNERS = ["sequential", "concurrent", "dask-threads", "dask-processes", "dask-cli"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_console():
+    # Flows print run lines on stderr; tests read the records instead.
+    with dask.config.set({"daskflow.logging.console": False}):
+        yield
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def threads_cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def processes_cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster:
+        yield cluster
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+class DaskCLICluster:
+    """``dask scheduler`` and ``dask worker`` processes started like a user would."""
+
+    def __init__(self, tmp: Path, n_workers: int = 2, worker_args: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+        dask_cli = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
+        scheduler_file = tmp / "scheduler.json"
+        self.procs.append(self._spawn([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--no-dashboard", "--scheduler-file", str(scheduler_file)], "scheduler"))
+        self.address = wait_until(lambda: _read_address(scheduler_file), 60, message="the dask scheduler's address file")
+        for i in range(n_workers):
+            self.procs.append(self._spawn([dask_cli, "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
+                                           "--no-dashboard", "--name", f"w{i}", *worker_args], f"worker{i}"))
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n_workers, timeout=60)
+
+    def _spawn(self, cmd: list[str], label: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{label}.log", "wb")
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(), cwd=self.tmp, start_new_session=True)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the worker processes (children of the nannies)."""
+        pids = []
+        for proc in self.procs[1:]:
+            pids.extend(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
+        return pids
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def _read_address(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["address"]
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+@pytest.fixture(scope="session")
+def cli_cluster(tmp_path_factory):
+    cluster = DaskCLICluster(tmp_path_factory.mktemp("dask-cli"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=RUNNERS)
+def runner(request):
+    """A runner of each kind; the Dask ones connect to session-wide clusters."""
+    kind = request.param
+    if kind == "sequential":
+        return SequentialTaskRunner()
+    if kind == "concurrent":
+        return ConcurrentTaskRunner(max_workers=4)
+    if kind == "dask-threads":
+        return DaskTaskRunner(address=request.getfixturevalue("threads_cluster").scheduler_address)
+    if kind == "dask-processes":
+        return DaskTaskRunner(address=request.getfixturevalue("processes_cluster").scheduler_address)
+    return DaskTaskRunner(address=request.getfixturevalue("cli_cluster").address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_leftover_processes():
+    yield
+    # Session fixtures have closed their clusters by now (they were set up after this one).
+    leftover = wait_until_none_left()
+    assert not leftover, f"processes left running after the tests: {leftover}"
+
+
+def _ours(process: psutil.Process) -> bool:
+    """A live child we started; multiprocessing's own resource tracker lives as long as Python."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until_none_left(timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        children = [p for p in psutil.Process().children(recursive=True) if _ours(p)]
+        if not children or time.monotonic() > deadline:
+            return [f"{p.pid}: {' '.join(p.cmdline()[:4])}" for p in children]
+        time.sleep(0.1)

@@ -1,0 +1,106 @@
+"""Tasks shared by the tests. A module of its own so worker processes import it cheaply.
+
+Side effects go through files (``marker_dir``): tasks may run in other processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from daskflow import get_run_logger, task
+
+
+@task
+def add(x: int, y: int = 1) -> int:
+    return x + y
+
+
+@task
+def total(values) -> int:
+    return sum(values)
+
+
+@task
+def describe(structure) -> str:
+    """Returns the structure's repr, to check futures inside containers were resolved."""
+    return repr(structure)
+
+
+@task
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task
+def touch(marker_dir: str, name: str, *inputs) -> str:
+    """Records that it ran by creating ``marker_dir/name``."""
+    Path(marker_dir, name).write_text(str(os.getpid()))
+    return name
+
+
+def attempts_so_far(marker_dir: str, name: str) -> int:
+    return len(list(Path(marker_dir).glob(f"{name}.attempt*")))
+
+
+@task
+def flaky(marker_dir: str, name: str, failures: int) -> str:
+    """Fails its first ``failures`` attempts (counted in files), then succeeds."""
+    n = attempts_so_far(marker_dir, name) + 1
+    Path(marker_dir, f"{name}.attempt{n}").write_text(str(time.time()))
+    if n <= failures:
+        raise RuntimeError(f"{name} attempt {n} fails on purpose")
+    return f"{name} ok after {n}"
+
+
+@task
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def spin(seconds: float) -> int:
+    """Busy pure-Python loop: stops when a timeout's async exception lands."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+@task
+def chatty(x: int) -> int:
+    logger = get_run_logger()
+    logger.info("working on %d", x)
+    logger.warning("careful with %d", x)
+    print(f"printed {x}")
+    return x
+
+
+@task
+def stamp(marker_dir: str, name: str, seconds: float = 0.0) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(seconds)
+    Path(marker_dir, name).write_text(f"{start} {time.time()}")
+    return start, time.time()
+
+
+@task
+def where() -> str:
+    from distributed import get_worker
+
+    return get_worker().address
+
+
+@task
+def block_until(marker_dir: str, name: str, timeout: float = 60.0) -> int:
+    """Writes its pid to ``name.pid``, then waits until ``name.go`` exists."""
+    Path(marker_dir, f"{name}.pid.{os.getpid()}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not Path(marker_dir, f"{name}.go").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.02)
+    return os.getpid()
