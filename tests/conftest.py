@@ -70,7 +70,8 @@ def worker_env() -> dict[str, str]:
 class DaskCLICluster:
     """``dask scheduler`` and ``dask worker`` processes started like a user would."""
 
-    def __init__(self, tmp: Path, n_workers: int = 2, worker_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, tmp: Path, workers: tuple[tuple[str, ...], ...] = ((), ())) -> None:
+        """``workers`` holds the extra command-line arguments of each worker."""
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
         dask_cli = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
@@ -78,13 +79,13 @@ class DaskCLICluster:
         self.procs.append(self._spawn([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                        "--no-dashboard", "--scheduler-file", str(scheduler_file)], "scheduler"))
         self.address = wait_until(lambda: _read_address(scheduler_file), 60, message="the dask scheduler's address file")
-        for i in range(n_workers):
+        for i, extra in enumerate(workers):
             self.procs.append(self._spawn([dask_cli, "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
-                                           "--no-dashboard", "--name", f"w{i}", *worker_args], f"worker{i}"))
+                                           "--no-dashboard", "--name", f"w{i}", *extra], f"worker{i}"))
         from distributed import Client
 
         with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(n_workers, timeout=60)
+            client.wait_for_workers(len(workers), timeout=60)
 
     def _spawn(self, cmd: list[str], label: str) -> subprocess.Popen:
         log = open(self.tmp / f"{label}.log", "wb")

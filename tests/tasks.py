@@ -88,7 +88,7 @@ def stamp(marker_dir: str, name: str, seconds: float = 0.0) -> tuple[float, floa
 
 
 @task
-def where() -> str:
+def where(tag: object = None) -> str:
     from distributed import get_worker
 
     return get_worker().address

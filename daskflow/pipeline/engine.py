@@ -59,7 +59,7 @@ class TaskNode:
     __slots__ = (
         "engine", "task", "record", "args", "kwargs", "upstream", "wait_for", "dependents",
         "handle", "submission", "attempt", "retries_used", "waiting", "final", "done",
-        "callbacks", "last_end",
+        "callbacks", "last_end", "running_on",
     )
 
     def __init__(self, engine: FlowRunEngine, task: Task, record: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -80,6 +80,7 @@ class TaskNode:
         self.done = threading.Event()
         self.callbacks: list[Callable[[], None]] = []
         self.last_end: float | None = None
+        self.running_on: str | None = None
 
 
 def _slug(name: str) -> str:
@@ -296,6 +297,7 @@ class FlowRunEngine:
     def _attempt_call(self, node: TaskNode) -> AttemptCall:
         task = node.task
         node.submission += 1
+        node.running_on = None
         record = node.record
         key = f"{task.slug}-{self._short}-{record.index}-{node.submission}"
         record.dask_keys.append(key)
@@ -376,13 +378,14 @@ class FlowRunEngine:
             self._recheck.append(node)
             return
         if isinstance(error, AttemptError):
-            self._attempt_failed(node, error.kind, _user_error(node, error), error.message, error.traceback, error.report)
+            self._on_report(error.report)
+            self._attempt_failed(node, error.kind, _user_error(node, error), error.message, error.traceback)
         else:
             # The shipped function may have been lost with the worker too: ship it anew.
             self._fn_refs.pop(id(node.task), None)
             crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
             crash.__cause__ = error
-            self._attempt_failed(node, "crashed", crash, str(crash), None, None)
+            self._attempt_failed(node, "crashed", crash, str(crash), None)
 
     def _origin(self, error: BaseException | None) -> tuple[TaskNode, int] | None:
         if isinstance(error, AttemptError):
@@ -393,10 +396,8 @@ class FlowRunEngine:
             return self._by_key.get(key)
         return None
 
-    def _attempt_failed(self, node: TaskNode, kind: str, error: BaseException, message: str, tb: str | None, report: dict[str, Any] | None) -> None:
+    def _attempt_failed(self, node: TaskNode, kind: str, error: BaseException, message: str, tb: str | None) -> None:
         record = node.record
-        if report is not None:
-            self._on_report(report)
         record.error = f"{type(error).__name__}: {message}"
         record.traceback = tb
         make = {"failed": Failed, "timed_out": TimedOut, "crashed": Crashed}[kind]
@@ -441,17 +442,51 @@ class FlowRunEngine:
         record = node.record
         for created, level, message in report.get("logs", ()):
             emit_line(self.flow_run, LogLine(created, level, message, record.id, record.name))
-        if report.get("partial"):
-            return
-        record.worker = report.get("worker", record.worker)
-        started, ended = report["s"], report["e"]
+        if node.final or report.get("k") not in (None, record.dask_keys[-1] if record.dask_keys else None):
+            return  # a stale attempt, or Dask recomputing a result lost with its worker
+        event = report.get("ev")
+        if event == "start":
+            self._on_start(node, report)
+        elif event == "end":
+            record.worker = report.get("worker", record.worker)
+            if record.start_time is None:
+                record.start_time = report["s"]
+            record.end_time = node.last_end = report["e"]
+
+    def _on_start(self, node: TaskNode, report: dict[str, Any]) -> None:
+        record = node.record
+        worker = report.get("worker")
+        if node.running_on is not None:
+            # This submission started before, on a worker that died: Dask reran it.
+            self._crashed_rerun(node, node.running_on)
+            if node.final:
+                return
+        node.running_on = worker
+        record.worker = worker
         if record.start_time is None:
-            record.start_time = started
-        record.end_time = ended
-        node.last_end = ended
-        attempt = report["a"]
-        state = Running if attempt == 1 else Retrying
-        record.set_state(state(f"attempt {attempt} on {record.worker}", timestamp=started))
+            record.start_time = report["s"]
+        state = Running if node.attempt == 1 else Retrying
+        record.set_state(state(f"attempt {node.attempt} on {worker}", timestamp=report["s"]))
+
+    def _crashed_rerun(self, node: TaskNode, dead_worker: str) -> None:
+        record, task = node.record, node.task
+        crash = CrashedError(
+            f"task run {record.name!r} attempt {node.attempt} crashed: the worker {dead_worker} died while running it"
+        )
+        record.error = str(crash)
+        if node.retries_used < task.retries and self._abort is None:
+            record.set_state(Crashed(str(crash), data=crash))
+            node.retries_used += 1
+            node.attempt += 1
+            record.attempts = node.attempt
+            logger.warning("Task run %r - %s; Dask reran it: retry %d of %d", record.name, crash, node.retries_used, task.retries)
+            return
+        handle = node.handle
+        self._finalize(node, Crashed(str(crash), data=crash))
+        try:
+            self.runner.cancel([handle])  # no retries left: stop Dask's rerun
+        except Exception:
+            logger.debug("cancelling the rerun of %r failed", record.name, exc_info=True)
 
     def _finalize(self, node: TaskNode, state: State) -> None:
         node.final = True

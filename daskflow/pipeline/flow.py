@@ -282,7 +282,8 @@ class _FlowRunner:
             bad = [s for s in states if not s.is_completed()]
             if bad:
                 error = bad[0].result(raise_on_failure=False)
-                return Failed(f"{len(bad)} of the {len(states)} returned runs did not complete; first: {bad[0]}", data=error)
+                make = Crashed if bad[0].is_crashed() else Failed  # infrastructure, not user code
+                return make(f"{len(bad)} of the {len(states)} returned runs did not complete; first: {bad[0]}", data=error)
             try:
                 value = replace_instances(value, (TaskFuture, State), lambda r: r.result())
             except Exception as exc:
@@ -294,7 +295,8 @@ class _FlowRunner:
                 names = ", ".join(f"{r.name} ({r.state.name})" for r in bad_runs[:5])
                 more = f" and {len(bad_runs) - 5} more" if len(bad_runs) > 5 else ""
                 error = engine.first_error() or bad_runs[0].state.result(raise_on_failure=False)
-                return Failed(f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete: {names}{more}", data=error)
+                make = Crashed if isinstance(error, CrashedError) else Failed
+                return make(f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete: {names}{more}", data=error)
         return Completed(data=value)
 
     def _finish(self, flow_run: FlowRun, state: State) -> State:

@@ -31,15 +31,12 @@ logger = logging.getLogger(__name__)
 #: The event topic attempt reports are published on.
 REPORT_TOPIC = "daskflow-reports"
 
-#: LocalCluster settings daskflow uses unless told otherwise. Everything listens on
-#: loopback (distributed's dashboard defaults to all interfaces). A worker death is
-#: reported at once (``allowed_failures=0``) so that it becomes a Crashed attempt
-#: that consumes one of the task's retries, instead of Dask silently rerunning it.
+#: LocalCluster settings daskflow uses unless told otherwise: everything listens on
+#: loopback (distributed's dashboard defaults to all interfaces).
 LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "dashboard_address": "127.0.0.1:8787",
 }
-LOCAL_SCHEDULER_DEFAULTS: dict[str, Any] = {"allowed_failures": 0}
 
 
 def load_callable(blob: bytes) -> Callable[..., Any]:
@@ -50,16 +47,14 @@ def load_callable(blob: bytes) -> Callable[..., Any]:
 def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *wait_for: Any) -> Any:
     """The Dask task of one attempt: run it, publish the report, return the value."""
     from distributed import get_worker
+    from distributed.worker import thread_state
 
     worker = get_worker()
 
-    def flush(lines: list[list[Any]]) -> None:
-        worker.log_event(
-            REPORT_TOPIC,
-            {"fr": spec.flow_run_id, "tr": spec.task_run_id, "a": spec.attempt, "logs": lines, "partial": True},
-        )
+    def publish(message: dict[str, Any]) -> None:
+        worker.log_event(REPORT_TOPIC, message)
 
-    value, report = execute_attempt(fn, spec, args, kwargs, flush)
+    value, report = execute_attempt(fn, spec, args, kwargs, publish, getattr(thread_state, "key", None))
     # Sent before the task's own completion message on the same worker stream, so
     # the driver sees the report before it sees the future finish.
     worker.log_event(REPORT_TOPIC, report)
@@ -93,11 +88,13 @@ class DaskTaskRunner(TaskRunner):
 
     Notes
     -----
-    On a cluster daskflow starts, a worker that dies mid-task makes that attempt
-    Crashed at once, and it is retried if the task has retries left. On an
-    existing scheduler, the scheduler's ``distributed.scheduler.allowed-failures``
-    (default 3) applies first: Dask reruns the task on another worker by itself
-    and only reports ``KilledWorker`` after that many deaths.
+    When a worker dies, Dask reschedules the tasks it held. daskflow records an
+    attempt that was *running* there as ``Crashed`` and counts its rerun as the
+    next attempt, which consumes one of the task's retries; with no retries left
+    the rerun is cancelled and the task run ends ``Crashed``. Tasks only queued on
+    the dead worker had not started: they move on without penalty. After
+    ``distributed.scheduler.allowed-failures`` deaths (default 3) Dask gives up
+    with ``KilledWorker``, which is a Crashed attempt too.
 
     Examples
     --------
@@ -186,7 +183,6 @@ class DaskTaskRunner(TaskRunner):
 
         if cls is LocalCluster:
             kwargs = {**LOCAL_CLUSTER_DEFAULTS, **kwargs}
-            kwargs["scheduler_kwargs"] = {**LOCAL_SCHEDULER_DEFAULTS, **kwargs.get("scheduler_kwargs", {})}
         try:
             cluster = cls(**kwargs)
         except TypeError as exc:

@@ -65,13 +65,17 @@ class AttemptSpec:
     log_level: int = logging.INFO
 
 
+#: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).
+Publish = Callable[[dict[str, Any]], None]
+
+
 @dataclass(slots=True)
 class TaskRunContext:
     """The task run the current thread is executing."""
 
     spec: AttemptSpec
     lines: list[list[Any]] = field(default_factory=list)
-    flush: Callable[[list[list[Any]]], None] | None = None
+    publish: Publish | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_line(self, created: float, level: int, message: str) -> None:
@@ -79,10 +83,10 @@ class TaskRunContext:
             message = message[:MAX_LINE] + f"... [cut, {len(message)} characters]"
         with self.lock:
             self.lines.append([created, level, message])
-            if self.flush is None or len(self.lines) < LOG_BATCH:
+            if self.publish is None or len(self.lines) < LOG_BATCH:
                 return
             batch, self.lines = self.lines, []
-        self.flush(batch)
+        self.publish(_message(self.spec, "logs", logs=batch))
 
     def take_lines(self) -> list[list[Any]]:
         with self.lock:
@@ -255,25 +259,32 @@ def execute_attempt(
     spec: AttemptSpec,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    flush: Callable[[list[list[Any]]], None] | None = None,
+    publish: Publish | None = None,
+    key: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``fn(*args, **kwargs)`` as attempt ``spec.attempt`` of a task run.
+
+    ``publish`` receives a ``start`` report at once (so the driver knows the
+    attempt runs, and notices when a dead worker's attempt starts again
+    elsewhere) and ``logs`` reports while a chatty task runs.
 
     Returns
     -------
     value, report
-        ``report`` is a msgpack-friendly dict: flow and task run ids, attempt,
-        start and end times, pid and the log lines not yet flushed.
+        The ``end`` report is a msgpack-friendly dict: flow and task run ids,
+        attempt, Dask key, start and end times, pid and the remaining log lines.
 
     Raises
     ------
     AttemptError
         For every way the attempt can end without a value; it carries the report.
     """
-    context = TaskRunContext(spec, flush=flush)
+    context = TaskRunContext(spec, publish=publish)
     if spec.log_prints:
         install_print_capture()
     started = time.time()
+    if publish is not None:
+        publish(_message(spec, "start", k=key, s=started, pid=os.getpid()))
     token = TASK_RUN_CONTEXT.set(context)
     print_token = PRINT_SINK.set(_print_sink(context) if spec.log_prints else None)
     try:
@@ -288,7 +299,7 @@ def execute_attempt(
             kind = "crashed"
         else:
             kind = "failed"
-        report = _report(spec, started, context)
+        report = _report(spec, started, context, key)
         raise AttemptError(
             spec.task_run_id,
             spec.attempt,
@@ -302,7 +313,7 @@ def execute_attempt(
     finally:
         PRINT_SINK.reset(print_token)
         TASK_RUN_CONTEXT.reset(token)
-    return value, _report(spec, started, context)
+    return value, _report(spec, started, context, key)
 
 
 def _print_sink(context: TaskRunContext) -> Callable[[str], None]:
@@ -312,14 +323,11 @@ def _print_sink(context: TaskRunContext) -> Callable[[str], None]:
     return sink
 
 
-def _report(spec: AttemptSpec, started: float, context: TaskRunContext) -> dict[str, Any]:
-    return {
-        "fr": spec.flow_run_id,
-        "tr": spec.task_run_id,
-        "name": spec.task_run_name,
-        "a": spec.attempt,
-        "s": started,
-        "e": time.time(),
-        "pid": os.getpid(),
-        "logs": context.take_lines(),
-    }
+def _message(spec: AttemptSpec, event: str, **fields: Any) -> dict[str, Any]:
+    return {"ev": event, "fr": spec.flow_run_id, "tr": spec.task_run_id, "a": spec.attempt, **fields}
+
+
+def _report(spec: AttemptSpec, started: float, context: TaskRunContext, key: str | None) -> dict[str, Any]:
+    return _message(
+        spec, "end", name=spec.task_run_name, k=key, s=started, e=time.time(), pid=os.getpid(), logs=context.take_lines()
+    )

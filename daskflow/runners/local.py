@@ -37,17 +37,14 @@ class _InProcessRunner(TaskRunner):
                 raise error
         args, kwargs = replace_instances((call.args, call.kwargs), Future, lambda f: f.result())
         sink = self._sinks.get(call.spec.flow_run_id)
-        flush = None
-        if sink is not None:
-            spec = call.spec
+        worker = f"local:{threading.current_thread().name}"
 
-            def flush(lines: list[list[Any]]) -> None:
-                sink({"fr": spec.flow_run_id, "tr": spec.task_run_id, "a": spec.attempt, "logs": lines, "partial": True})
+        def publish(message: dict[str, Any]) -> None:
+            if sink is not None:
+                sink({**message, "worker": worker})
 
-        value, report = execute_attempt(call.fn, call.spec, args, kwargs, flush)
-        if sink is not None:
-            report["worker"] = f"local:{threading.current_thread().name}"
-            sink(report)
+        value, report = execute_attempt(call.fn, call.spec, args, kwargs, publish, call.key)
+        publish(report)
         return value
 
     def add_done_callback(self, handle: Future, callback: Callable[[Any], None]) -> None:
@@ -110,15 +107,22 @@ class SequentialTaskRunner(_InProcessRunner):
         return handles
 
     def run_pending(self) -> None:
-        with self._running:  # one task at a time, whichever thread asks
-            while self._queue:
-                call, handle = self._queue.popleft()
-                if not handle.set_running_or_notify_cancel():
-                    continue
-                try:
-                    handle.set_result(self._execute(call))
-                except BaseException as exc:
-                    handle.set_exception(exc)
+        # One task at a time. A thread that finds another one running returns at
+        # once: the running thread checks the queue again after releasing the lock.
+        while self._queue:
+            if not self._running.acquire(blocking=False):
+                return
+            try:
+                while self._queue:
+                    call, handle = self._queue.popleft()
+                    if not handle.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        handle.set_result(self._execute(call))
+                    except BaseException as exc:
+                        handle.set_exception(exc)
+            finally:
+                self._running.release()
 
 
 class ConcurrentTaskRunner(_InProcessRunner):

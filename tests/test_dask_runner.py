@@ -1,0 +1,221 @@
+"""What only a real Dask cluster shows: worker deaths, resources, where retries wait,
+and the cluster a run starts and closes itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from daskflow import DaskTaskRunner, flow, task
+from daskflow.exceptions import InvalidOptionError, RunnerError
+
+from .conftest import DaskCLICluster, wait_until
+from .tasks import add, block_until, flaky, stamp, total, where
+
+pytestmark = pytest.mark.slow
+
+
+class Killer(threading.Thread):
+    """In the background: wait for ``block_until`` to report its pid, SIGKILL that
+    worker process, then let every later attempt of the task finish."""
+
+    def __init__(self, marker_dir: Path, name: str) -> None:
+        super().__init__(daemon=True)
+        self.marker_dir, self.name_ = marker_dir, name
+        self.killed: int | None = None
+        self.start()
+
+    def run(self) -> None:
+        pid_file = wait_until(lambda: next(self.marker_dir.glob(f"{self.name_}.pid.*"), None), 60, message="the task to start")
+        self.killed = int(pid_file.read_text())
+        os.kill(self.killed, signal.SIGKILL)
+        (self.marker_dir / f"{self.name_}.go").write_text("go")
+
+
+def new_children(before: set[int]) -> list[int]:
+    return [p.pid for p in psutil.Process().children(recursive=True) if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE
+            and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+@pytest.fixture
+def embedded_runner():
+    """What a user gets by default: the run starts a LocalCluster and closes it."""
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": "127.0.0.1:0"})
+
+
+def test_killed_worker_is_crashed_and_retried_with_right_result(embedded_runner, tmp_path):
+    blocking = block_until.with_options(retries=1)
+
+    @flow(task_runner=embedded_runner)
+    def pipeline(marker_dir: str):
+        parts = add.map(range(20))
+        victim = blocking.submit(marker_dir, "victim")
+        return total.submit([*parts, add.submit(victim, 0)]), victim
+
+    killer = Killer(tmp_path, "victim")
+    state = pipeline(str(tmp_path), return_state=True)
+    killer.join(5)
+    result, survivor_pid = state.result()
+    assert result == sum(range(1, 21)) + survivor_pid
+    victim_run = state.run.task_run("block_until-0")
+    assert killer.killed is not None and survivor_pid != killer.killed
+    assert victim_run.attempts == 2
+    names = [s.name for s in victim_run.state_history]
+    assert "Crashed" in names and names[-1] == "Completed"
+    crashed = next(s for s in victim_run.state_history if s.name == "Crashed")
+    assert "died" in crashed.message
+
+
+def test_poison_task_crashes_without_retries_and_spares_the_rest(embedded_runner, tmp_path):
+    @task(retries=1)
+    def poison() -> None:
+        os._exit(1)
+
+    @flow(task_runner=embedded_runner)
+    def pipeline(marker_dir: str):
+        bad = poison.submit()
+        after = add.submit(bad)
+        # Dask cannot tell a task queued on the dying worker from the one that
+        # killed it: both attempts crash. Retries let the innocent one through.
+        fine = stamp.with_options(retries=2).submit(marker_dir, "independent")
+        return bad, after, fine
+
+    started = time.monotonic()
+    state = pipeline(str(tmp_path), return_state=True)
+    assert time.monotonic() - started < 60
+    assert state.is_crashed(), state
+    flow_run = state.run
+    poison_run = flow_run.task_run("poison-0")
+    assert poison_run.state.name == "Crashed" and poison_run.attempts == 2
+    assert flow_run.task_run("add-0").state.name == "UpstreamFailed"
+    assert flow_run.task_run("stamp-0").state.is_completed()
+    assert (tmp_path / "independent").exists()
+
+
+def test_embedded_cluster_listens_on_loopback_and_is_closed(embedded_runner):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    seen: dict[str, object] = {}
+
+    @flow(task_runner=embedded_runner)
+    def pipeline():
+        seen["workers"] = len(new_children(before))
+        ours = [psutil.Process(), *(psutil.Process(pid) for pid in new_children(before))]
+        seen["listeners"] = {
+            c.laddr.ip for p in ours for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        }
+        return add(1)
+
+    assert pipeline() == 2
+    assert seen["workers"] >= 2
+    assert seen["listeners"] and seen["listeners"] <= {"127.0.0.1"}
+    wait_until(lambda: not new_children(before), 30, message="the run's cluster processes to exit")
+
+
+def test_retry_delay_waits_on_the_driver_not_in_a_worker_thread(tmp_path):
+    from distributed import LocalCluster
+
+    slow_retry = flaky.with_options(retries=1, retry_delay_seconds=2)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+
+        @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def pipeline(marker_dir: str):
+            first = slow_retry.submit(marker_dir, "r", 1)
+            wait_until(lambda: (Path(marker_dir) / "r.attempt1").exists(), 30)
+            # The only worker thread is free while the retry waits, so this runs now.
+            other = stamp.submit(marker_dir, "other")
+            return first, other
+
+        state = pipeline(str(tmp_path), return_state=True)
+    assert state.is_completed(), state
+    second_attempt = float((tmp_path / "r.attempt2").read_text())
+    other_start, other_end = map(float, (tmp_path / "other").read_text().split())
+    assert other_end < second_attempt
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory):
+    cluster = DaskCLICluster(tmp_path_factory.mktemp("gpu"), workers=((), ("--resources", "GPU=1")))
+    from distributed import Client
+
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            gpu_address = next(a for a, w in workers.items() if w.get("resources"))
+        yield cluster.address, gpu_address
+    finally:
+        cluster.close()
+
+
+def test_resources_route_tasks_to_matching_workers(gpu_cluster):
+    address, gpu_address = gpu_cluster
+    on_gpu = where.with_options(resources={"GPU": 1})
+
+    @flow(task_runner=DaskTaskRunner(address=address))
+    def pipeline():
+        return on_gpu.map(range(6)), where.submit()
+
+    placed, _ = pipeline()
+    assert set(placed) == {gpu_address}
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+def test_worker_death_on_an_external_scheduler_consumes_a_retry(cli_cluster, tmp_path, retries):
+    blocking = block_until.with_options(retries=retries)
+
+    @flow(task_runner=DaskTaskRunner(address=cli_cluster.address))
+    def pipeline(marker_dir: str):
+        return blocking.submit(marker_dir, "ext"), add.map(range(5))
+
+    killer = Killer(tmp_path, "ext")
+    state = pipeline(str(tmp_path), return_state=True)
+    killer.join(5)
+    victim = state.run.task_run("block_until-0")
+    names = [s.name for s in victim.state_history]
+    assert "Crashed" in names and "died while running it" in victim.error
+    if retries:
+        pid, parts = state.result()
+        assert parts == [1, 2, 3, 4, 5]
+        assert killer.killed is not None and pid != killer.killed
+        assert victim.attempts == 2 and names[-1] == "Completed"
+    else:  # Dask reran it, but the task had no retry to spend: cancelled, Crashed
+        assert state.is_crashed() and victim.state.name == "Crashed" and victim.attempts == 1
+        assert [t.state.name for t in state.run.task_runs.values()].count("Completed") == 5
+    from distributed import Client
+
+    with Client(cli_cluster.address, timeout=30) as client:  # the nanny restarts the worker
+        client.wait_for_workers(2, timeout=60)
+
+
+def test_unreachable_scheduler_fails_clearly_before_any_task():
+    @flow(task_runner=DaskTaskRunner(address="tcp://127.0.0.1:1", client_kwargs={"timeout": 2}))
+    def pipeline():
+        return add(1)
+
+    state = pipeline(return_state=True)
+    assert state.is_crashed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, RunnerError) and "tcp://127.0.0.1:1" in str(error)
+    assert state.run.task_runs == {}
+
+
+def test_runner_options_are_checked_at_construction():
+    with pytest.raises(InvalidOptionError, match="not both"):
+        DaskTaskRunner(address="tcp://127.0.0.1:8786", cluster_kwargs={"n_workers": 1})
+    with pytest.raises(InvalidOptionError, match="cluster_kwargs must be a dict"):
+        DaskTaskRunner(cluster_kwargs=[1])
+
+
+def test_bad_cluster_class_names_the_fix():
+    @flow(task_runner=DaskTaskRunner(cluster_class="no_such_module.Cluster"))
+    def pipeline():
+        return add(1)
+
+    state = pipeline(return_state=True)
+    assert state.is_crashed()
+    assert "no_such_module.Cluster" in state.message and "install" in state.message
