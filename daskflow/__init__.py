@@ -11,8 +11,8 @@ Examples
 ...     return double.map(range(n)).result()
 """
 
-from __future__ import annotations
 
+from . import config  # noqa: F401  (registers the daskflow config defaults)
 from .exceptions import (
     CancelledRun,
     CrashedError,
@@ -30,7 +30,7 @@ from .pipeline.retries import exponential_backoff
 from .pipeline.runs import FlowRun, TaskRun
 from .pipeline.states import State, StateType
 from .pipeline.task import Task, task
-from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner, TaskRunner
+from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "TaskRun",
     "TaskRunner",
     "TaskTimeoutError",
+    "ThreadPoolTaskRunner",
     "UpstreamFailedError",
     "as_completed",
     "exponential_backoff",

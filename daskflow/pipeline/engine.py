@@ -430,10 +430,8 @@ class FlowRunEngine:
             return False
 
     def _retry(self, node: TaskNode) -> None:
-        if node.final:
-            return
-        node.record.set_state(Retrying(f"attempt {node.attempt}"))
-        self._recheck.append(node)
+        if not node.final:
+            self._recheck.append(node)  # it shows Retrying once the attempt starts
 
     def _on_report(self, report: dict[str, Any]) -> None:
         node = self._nodes.get(report.get("tr", ""))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Generic, Iterable, ParamSpec, Sequence, TypeVa
 
 import dask.config
 
+from .. import config
 from .._collections import find_instances, replace_instances
 from ..exceptions import (
     CancelledRun,
@@ -135,7 +136,8 @@ class _FlowRunner:
 
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         flow = self.flow
-        configure_console_logging(dask.config.get("daskflow.logging.console", True))
+        configure_console_logging(dask.config.get("daskflow.logging.console"))
+        self.log_level = config.log_level()  # a bad setting fails here, before anything runs
         run_id = uuid.uuid4().hex
         flow_run = FlowRun(
             id=run_id,
@@ -205,8 +207,7 @@ class _FlowRunner:
 
     def _attempt(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any], counters: Counter[str]) -> State:
         flow = self.flow
-        log_level = logging.getLevelName(str(dask.config.get("daskflow.logging.level", "INFO")).upper())
-        engine = FlowRunEngine(flow_run, runner, log_level=log_level if isinstance(log_level, int) else logging.INFO, log_prints=flow.log_prints)
+        engine = FlowRunEngine(flow_run, runner, log_level=self.log_level, log_prints=flow.log_prints)
         engine._counters = counters
         engine.start()
         context = FlowRunContext(flow, flow_run, engine, engine.log_level)

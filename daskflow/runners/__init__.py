@@ -2,6 +2,6 @@
 
 from .base import TaskRunner
 from .dask import DaskTaskRunner
-from .local import ConcurrentTaskRunner, SequentialTaskRunner
+from .local import ConcurrentTaskRunner, SequentialTaskRunner, ThreadPoolTaskRunner
 
-__all__ = ["ConcurrentTaskRunner", "DaskTaskRunner", "SequentialTaskRunner", "TaskRunner"]
+__all__ = ["ConcurrentTaskRunner", "DaskTaskRunner", "SequentialTaskRunner", "TaskRunner", "ThreadPoolTaskRunner"]

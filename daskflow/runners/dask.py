@@ -22,7 +22,7 @@ import cloudpickle
 
 from ..exceptions import InvalidOptionError, RunnerError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
-from .execute import AttemptSpec, execute_attempt
+from .execute import AttemptError, AttemptSpec, execute_attempt
 
 __all__ = ["DaskTaskRunner", "REPORT_TOPIC"]
 
@@ -44,17 +44,48 @@ def load_callable(blob: bytes) -> Callable[..., Any]:
     return cloudpickle.loads(blob)
 
 
+class _ReportedFailures(logging.Filter):
+    """Drops the worker's "Compute Failed" log of an attempt whose failure daskflow
+    reports itself (with the user's traceback, on the driver and in the run record),
+    so a LocalCluster does not print every failure twice."""
+
+    keys: set[str] = set()
+    _installed = False
+    _lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Compute Failed") and record.args:
+            key = record.args[0] if isinstance(record.args, tuple) else None
+            if key in self.keys:
+                self.keys.discard(key)
+                return False
+        return True
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if not cls._installed:
+                logging.getLogger("distributed.worker").addFilter(cls())
+                cls._installed = True
+
+
 def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *wait_for: Any) -> Any:
     """The Dask task of one attempt: run it, publish the report, return the value."""
     from distributed import get_worker
     from distributed.worker import thread_state
 
     worker = get_worker()
+    key = getattr(thread_state, "key", None)
 
     def publish(message: dict[str, Any]) -> None:
         worker.log_event(REPORT_TOPIC, message)
 
-    value, report = execute_attempt(fn, spec, args, kwargs, publish, getattr(thread_state, "key", None))
+    try:
+        value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
+    except AttemptError:
+        _ReportedFailures.install()
+        _ReportedFailures.keys.add(key)
+        raise
     # Sent before the task's own completion message on the same worker stream, so
     # the driver sees the report before it sees the future finish.
     worker.log_event(REPORT_TOPIC, report)

@@ -148,6 +148,9 @@ class AttemptError(Exception):
             ),
         )
 
+    def __repr__(self) -> str:
+        return f"AttemptError({str(self)!r})"
+
     def __str__(self) -> str:
         # Dask workers log this on failure: keep it short and free of argument values.
         return f"task run {self.report.get('name', self.task_run_id)!r} attempt {self.attempt} {self.kind}: {self.error_type}: {self.message}"

@@ -13,7 +13,7 @@ from ..exceptions import InvalidOptionError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import execute_attempt
 
-__all__ = ["ConcurrentTaskRunner", "SequentialTaskRunner"]
+__all__ = ["ConcurrentTaskRunner", "SequentialTaskRunner", "ThreadPoolTaskRunner"]
 
 
 class _InProcessRunner(TaskRunner):
@@ -189,6 +189,10 @@ class ConcurrentTaskRunner(_InProcessRunner):
         for u in upstream:
             u.add_done_callback(upstream_done)
         return handle
+
+
+#: Prefect 3's name for the thread pool runner.
+ThreadPoolTaskRunner = ConcurrentTaskRunner
 
 
 def _copy_outcome(source: Future, target: Future) -> None:
