@@ -352,3 +352,51 @@ def test_flow_retries_rerun_the_body(runner, tmp_path):
     state = run(pipeline, runner, str(tmp_path))
     assert state.result() == "fl ok after 2" and len(calls) == 2
     assert [tr.name for tr in state.run.task_runs.values()] == ["flaky-0", "flaky-1"]
+
+
+def test_results_outlive_the_run_only_when_returned(runner):
+    kept = []
+
+    @flow
+    def pipeline():
+        returned, dropped = add.submit(1), add.submit(2)
+        kept.extend([returned, dropped])
+        dropped.wait()
+        return returned
+
+    assert run(pipeline, runner).result() == 2
+    assert kept[0].result() == 2  # fetched when the flow returned it
+    if "Dask" in type(runner).__name__:
+        with pytest.raises(RuntimeError, match="return it from the flow"):
+            kept[1].result()
+    else:  # in-process results live in the process
+        assert kept[1].result() == 3
+
+
+def test_each_task_function_is_shipped_once_per_run(threads_cluster):
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    from daskflow import DaskTaskRunner
+
+    class CountShipments(SchedulerPlugin):
+        name = "count-shipments"
+
+        def __init__(self):
+            self.shipped = []
+
+        def update_graph(self, scheduler, *, keys, **kwargs):
+            self.shipped.extend(str(k) for k in keys if str(k).startswith("daskflow-fn-"))
+
+    plugin = CountShipments()
+    threads_cluster.scheduler.add_plugin(plugin)
+    try:
+
+        @flow(task_runner=DaskTaskRunner(address=threads_cluster.scheduler_address))
+        def pipeline():
+            singles = [add.submit(i) for i in range(10)]
+            return total(singles + add.map(range(10)))
+
+        assert pipeline() == 2 * sum(range(1, 11))
+    finally:
+        threads_cluster.scheduler.remove_plugin(name=plugin.name)
+    assert sorted(k.split("-")[2] for k in plugin.shipped) == ["add", "total"]

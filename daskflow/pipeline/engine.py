@@ -149,8 +149,17 @@ class FlowRunEngine:
 
     def wait_node(self, node: TaskNode, timeout: float | None) -> bool:
         """Wait for ``node`` to be final; False on timeout."""
+        if node.done.is_set():
+            return True
         self._check_alive()
-        finished = node.done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            finished = node.done.wait(remaining)
+            if finished or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if self._thread_error is not None:
+                raise RuntimeError("the daskflow engine thread failed") from self._thread_error
         if self._abort is not None and not isinstance(self._abort, _BodyFailed):
             raise self._abort
         return finished
@@ -488,6 +497,7 @@ class FlowRunEngine:
 
     def _finalize(self, node: TaskNode, state: State) -> None:
         node.final = True
+        node.args, node.kwargs = (), {}  # only retries needed them; free driver memory
         record = node.record
         record.set_state(state)
         if record.end_time is None and not state.is_skipped() and not state.is_cancelled():
