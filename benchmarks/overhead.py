@@ -188,12 +188,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def daskflow_revision() -> str:
+    """The git commit of the daskflow source in use, and a digest of uncommitted changes to it."""
+    import hashlib
+    import subprocess
+
+    src = os.path.dirname(os.path.abspath(daskflow.__file__))
+    try:
+        git = ["git", "-C", src]
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        diff = subprocess.run(git + ["diff", "HEAD", "--", "."], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    if not diff:
+        return commit
+    return f"{commit} + uncommitted changes (diff sha1 {hashlib.sha1(diff).hexdigest()[:12]})"
+
+
 def print_header(argv: list[str]) -> None:
     print(f"command:     {shlex.join([os.path.basename(sys.executable)] + argv)}")
     print(f"python:      {platform.python_version()} ({sys.executable})")
     print(f"dask:        {dask.__version__}")
     print(f"distributed: {distributed.__version__}")
-    print(f"daskflow:    {daskflow.__version__}")
+    print(f"daskflow:    {daskflow.__version__} from {os.path.dirname(daskflow.__file__)}, git {daskflow_revision()}")
     print(f"cpus:        {os.cpu_count()} ({cpu_model()})")
     print(f"platform:    {platform.platform()}")
     sys.stdout.flush()
@@ -342,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                         "dask": dask.__version__,
                         "distributed": distributed.__version__,
                         "daskflow": daskflow.__version__,
+                        "daskflow_git": daskflow_revision(),
                     },
                     "cpus": os.cpu_count(),
                     "empty_flow_s": empty_times,

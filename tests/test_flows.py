@@ -17,6 +17,7 @@ from daskflow import (
     as_completed,
     flow,
     get_run_logger,
+    task,
     unmapped,
     wait,
 )
@@ -373,7 +374,7 @@ def test_results_outlive_the_run_only_when_returned(runner):
         assert kept[1].result() == 3
 
 
-def test_each_task_function_is_shipped_once_per_run(threads_cluster):
+def test_a_large_task_function_is_shipped_once_per_run(threads_cluster):
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     from daskflow import DaskTaskRunner
@@ -391,12 +392,19 @@ def test_each_task_function_is_shipped_once_per_run(threads_cluster):
     threads_cluster.scheduler.add_plugin(plugin)
     try:
 
+        table = list(range(10_000))  # makes the function's pickle large
+
+        @task
+        def lookup(i: int) -> int:
+            return table[i]
+
         @flow(task_runner=DaskTaskRunner(address=threads_cluster.scheduler_address))
         def pipeline():
-            singles = [add.submit(i) for i in range(10)]
-            return total(singles + add.map(range(10)))
+            singles = [lookup.submit(i) for i in range(10)]
+            return total(singles + lookup.map(range(10)))
 
-        assert pipeline() == 2 * sum(range(1, 11))
+        assert pipeline() == 2 * sum(range(10))
     finally:
         threads_cluster.scheduler.remove_plugin(name=plugin.name)
-    assert sorted(k.split("-")[2] for k in plugin.shipped) == ["add", "total"]
+    # The big closure crossed once; total (importable, pickled by reference) rides along.
+    assert [k.split("-")[2] for k in plugin.shipped] == ["lookup"]

@@ -28,7 +28,6 @@ import queue
 import re
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -90,7 +89,17 @@ def _slug(name: str) -> str:
 class FlowRunEngine:
     """Orchestrates the task runs of one flow run on a started runner."""
 
-    def __init__(self, flow_run: FlowRun, runner: TaskRunner, *, log_level: int = logging.INFO, log_prints: bool = False) -> None:
+    def __init__(
+        self,
+        flow_run: FlowRun,
+        runner: TaskRunner,
+        *,
+        log_level: int = logging.INFO,
+        log_prints: bool = False,
+        counters: Counter[str] | None = None,
+    ) -> None:
+        """``counters`` numbers task runs per task name; a flow retry passes the
+        previous attempt's so names go on (``fit-7``, not ``fit-0`` again)."""
         self.flow_run = flow_run
         self.runner = runner
         self.log_level = log_level
@@ -104,7 +113,7 @@ class FlowRunEngine:
         self._nodes: dict[str, TaskNode] = {}
         self._by_key: dict[str, tuple[TaskNode, int]] = {}
         self._fn_refs: dict[int, Any] = {}
-        self._counters: Counter[str] = Counter()
+        self._counters: Counter[str] = counters if counters is not None else Counter()
         self._outstanding = 0
         self._recheck: deque[TaskNode] = deque()
         self._abort: BaseException | None = None
@@ -219,7 +228,9 @@ class FlowRunEngine:
         index = self._counters[task.name]
         self._counters[task.name] = index + 1
         record = TaskRun(
-            id=uuid.uuid4().hex,
+            # Unique across runs (the flow run's random id) without a uuid4 per task:
+            # os.urandom is slow enough here to show in the per-task overhead.
+            id=f"{self.flow_run.id[:16]}{len(self.flow_run.task_runs):016x}",
             name=f"{task.name}-{index}",
             task_name=task.name,
             flow_run_id=self.flow_run.id,
@@ -377,7 +388,11 @@ class FlowRunEngine:
             self._finalize(node, Completed(timestamp=max(node.last_end or 0, time.time()), _fetch=_Fetch(self, node, handle)))
             return
         if outcome.status == "cancelled":
-            self._finalize(node, Cancelled("its Dask future was cancelled outside this flow run"))
+            if any(up.final and not up.record.state.is_completed() for up in itertools.chain(node.upstream, node.wait_for)):
+                node.handle = None  # Dask cancels dependents of a cancelled key: UpstreamFailed
+                self._recheck.append(node)
+            else:
+                self._finalize(node, Cancelled("its Dask future was cancelled outside this flow run"))
             return
         error = outcome.error
         origin = self._origin(error)
@@ -455,6 +470,7 @@ class FlowRunEngine:
         if event == "start":
             self._on_start(node, report)
         elif event == "end":
+            node.running_on = None  # this execution finished: a later start is no crash
             record.worker = report.get("worker", record.worker)
             if record.start_time is None:
                 record.start_time = report["s"]

@@ -207,8 +207,7 @@ class _FlowRunner:
 
     def _attempt(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any], counters: Counter[str]) -> State:
         flow = self.flow
-        engine = FlowRunEngine(flow_run, runner, log_level=self.log_level, log_prints=flow.log_prints)
-        engine._counters = counters
+        engine = FlowRunEngine(flow_run, runner, log_level=self.log_level, log_prints=flow.log_prints, counters=counters)
         engine.start()
         context = FlowRunContext(flow, flow_run, engine, engine.log_level)
         flow_run.set_state(Running())

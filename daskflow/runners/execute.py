@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..exceptions import TaskTimeoutError
 
@@ -52,9 +52,12 @@ LOG_BATCH = 200
 MAX_LINE = 20_000
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptSpec:
-    """What a worker needs to know about the attempt it runs (small, pickled per submit)."""
+class AttemptSpec(NamedTuple):
+    """What a worker needs to know about the attempt it runs.
+
+    A named tuple, not a dataclass: it is pickled once per submit, and a tuple
+    pickles several times faster.
+    """
 
     flow_run_id: str
     task_run_id: str
