@@ -79,7 +79,8 @@ class TaskNode:
         self.done = threading.Event()
         self.callbacks: list[Callable[[], None]] = []
         self.last_end: float | None = None
-        self.running_on: str | None = None
+        # (worker, start time) of the execution seen starting and not yet ending.
+        self.running_on: tuple[str | None, float] | None = None
 
 
 def _slug(name: str) -> str:
@@ -470,10 +471,14 @@ class FlowRunEngine:
         if event == "start":
             self._on_start(node, report)
         elif event == "end":
+            if node.running_on is not None and node.running_on[1] != report["s"]:
+                # Ends an execution we never saw start: the one we saw died with its worker.
+                self._crashed_rerun(node, node.running_on[0])
+                node.running_on = None
+            if node.running_on is None:  # a short attempt reports its start with its end
+                self._mark_running(node, report.get("worker"), report["s"])
             node.running_on = None  # this execution finished: a later start is no crash
             record.worker = report.get("worker", record.worker)
-            if record.start_time is None:
-                record.start_time = report["s"]
             record.end_time = node.last_end = report["e"]
 
     def _on_start(self, node: TaskNode, report: dict[str, Any]) -> None:
@@ -481,35 +486,38 @@ class FlowRunEngine:
         worker = report.get("worker")
         if node.running_on is not None:
             # This submission started before, on a worker that died: Dask reran it.
-            self._crashed_rerun(node, node.running_on)
-            if node.final:
-                return
-        node.running_on = worker
+            self._crashed_rerun(node, node.running_on[0])
+        node.running_on = (worker, report["s"])
+        self._mark_running(node, worker, report["s"])
+
+    def _mark_running(self, node: TaskNode, worker: str | None, started: float) -> None:
+        record = node.record
         record.worker = worker
         if record.start_time is None:
-            record.start_time = report["s"]
+            record.start_time = started
         state = Running if node.attempt == 1 else Retrying
-        record.set_state(state(f"attempt {node.attempt} on {worker}", timestamp=report["s"]))
+        record.set_state(state(f"attempt {node.attempt} on {worker}", timestamp=started))
 
-    def _crashed_rerun(self, node: TaskNode, dead_worker: str) -> None:
+    def _crashed_rerun(self, node: TaskNode, dead_worker: str | None) -> None:
+        """Record that the execution seen running died with its worker and that Dask
+        reran it: a Crashed attempt, and the rerun is the next attempt. It spends a
+        retry when one is left; with none left Dask's own ``allowed-failures`` bounds
+        the reruns (cancelling a rerun already under way would only waste it)."""
         record, task = node.record, node.task
         crash = CrashedError(
             f"task run {record.name!r} attempt {node.attempt} crashed: the worker {dead_worker} died while running it"
         )
         record.error = str(crash)
-        if node.retries_used < task.retries and self._abort is None:
-            record.set_state(Crashed(str(crash), data=crash))
+        record.set_state(Crashed(str(crash), data=crash))
+        spent = node.retries_used < task.retries
+        if spent:
             node.retries_used += 1
-            node.attempt += 1
-            record.attempts = node.attempt
-            logger.warning("Task run %r - %s; Dask reran it: retry %d of %d", record.name, crash, node.retries_used, task.retries)
-            return
-        handle = node.handle
-        self._finalize(node, Crashed(str(crash), data=crash))
-        try:
-            self.runner.cancel([handle])  # no retries left: stop Dask's rerun
-        except Exception:
-            logger.debug("cancelling the rerun of %r failed", record.name, exc_info=True)
+        node.attempt += 1
+        record.attempts = node.attempt
+        logger.warning(
+            "Task run %r - %s; Dask reran it (%s)", record.name, crash,
+            f"retry {node.retries_used} of {task.retries}" if spent else "no retries left: Dask's allowed-failures applies",
+        )
 
     def _finalize(self, node: TaskNode, state: State) -> None:
         node.final = True

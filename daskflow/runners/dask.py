@@ -83,13 +83,11 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
 
     worker = get_worker()
     key = getattr(thread_state, "key", None)
-
-    def publish(message: dict[str, Any]) -> None:
-        worker.log_event(REPORT_TOPIC, message)
-
+    publish = _Publisher(worker)
     try:
         value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
     except AttemptError:
+        publish.finish()  # the report travels inside the error
         _ReportedFailures.install()
         _ReportedFailures.keys.add(key)
         raise
@@ -97,8 +95,47 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     # the driver sees it before the future finishes, and before any later start of
     # this key elsewhere: a start with no end before it means a worker died mid-run,
     # a start after an end is Dask recomputing a result lost with its worker.
-    worker.log_event(REPORT_TOPIC, report)
+    publish(report)
     return value
+
+
+#: An attempt's start report is held back this long; an attempt that ends sooner
+#: sends only its end report (which carries the start time): one scheduler event
+#: per short task instead of two. A worker that dies sooner cannot be told from a
+#: lost report anyway (reports leave the worker every few milliseconds).
+START_REPORT_DELAY = 0.1
+
+
+class _Publisher:
+    """Sends an attempt's reports through ``Worker.log_event``, deferring the start."""
+
+    __slots__ = ("worker", "start", "ended", "lock")
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.start: dict[str, Any] | None = None
+        self.ended = False
+        self.lock = threading.Lock()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if message["ev"] == "start":
+            self.start = message
+            self.worker.loop.add_callback(self.worker.loop.call_later, START_REPORT_DELAY, self._send_start)
+            return
+        if message["ev"] == "end":
+            self.finish()
+        self.worker.log_event(REPORT_TOPIC, message)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.ended = True
+
+    def _send_start(self) -> None:  # on the worker's event loop
+        with self.lock:
+            if self.ended:
+                return
+            # Queued before the end report can be: the end waits for this lock.
+            self.worker.log_event(REPORT_TOPIC, self.start)
 
 
 def _daskflow_version() -> str:
@@ -129,12 +166,12 @@ class DaskTaskRunner(TaskRunner):
     Notes
     -----
     When a worker dies, Dask reschedules the tasks it held. daskflow records an
-    attempt that was *running* there as ``Crashed`` and counts its rerun as the
-    next attempt, which consumes one of the task's retries; with no retries left
-    the rerun is cancelled and the task run ends ``Crashed``. Tasks only queued on
-    the dead worker had not started: they move on without penalty. After
-    ``distributed.scheduler.allowed-failures`` deaths (default 3) Dask gives up
-    with ``KilledWorker``, which is a Crashed attempt too.
+    attempt that was seen *running* there as ``Crashed`` and counts Dask's rerun
+    as the next attempt, which spends one of the task's retries if any is left.
+    Tasks only queued on the dead worker had not started: no attempt is spent.
+    After ``distributed.scheduler.allowed-failures`` deaths (default 3) Dask gives
+    up with ``KilledWorker``: a Crashed attempt, retried if retries remain, else
+    the task run ends ``Crashed``.
 
     Examples
     --------
