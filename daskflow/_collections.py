@@ -43,7 +43,7 @@ def replace_instances(obj: Any, types: type | tuple[type, ...], fn: Callable[[An
         return type(obj)(new) if type(obj) is not dict else new
     if isinstance(obj, _CONTAINERS):
         items = [replace_instances(item, types, fn) for item in obj]
-        if all(a is b for a, b in zip(items, obj)):
+        if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
             return type(obj)(*items)

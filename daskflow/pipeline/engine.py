@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .._collections import find_instances, replace_instances
-from ..exceptions import CancelledRun, CrashedError, FailedRun, RunnerError, TaskTimeoutError, UpstreamFailedError
+from ..exceptions import CrashedError, FailedRun, RunnerError, TaskTimeoutError, UpstreamFailedError
 from ..runners.base import AttemptCall, TaskRunner
 from ..runners.execute import AttemptError, AttemptSpec
 from .context import emit_line
@@ -311,7 +311,7 @@ class FlowRunEngine:
                 for node in group:
                     self._finalize(node, Crashed(f"could not submit: {exc}", data=RunnerError(f"could not submit task run {node.record.name!r}: {exc}")))
                 continue
-            for node, handle in zip(group, handles):
+            for node, handle in zip(group, handles, strict=True):
                 node.handle = handle
                 self.runner.add_done_callback(handle, _Done(self._queue, node, node.submission))
 
@@ -482,7 +482,6 @@ class FlowRunEngine:
             record.end_time = node.last_end = report["e"]
 
     def _on_start(self, node: TaskNode, report: dict[str, Any]) -> None:
-        record = node.record
         worker = report.get("worker")
         if node.running_on is not None:
             # This submission started before, on a worker that died: Dask reran it.

@@ -77,7 +77,7 @@ class TaskRunner(abc.ABC):
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         """Submit attempts (one batch) and return one handle each."""
 
-    def run_pending(self) -> None:
+    def run_pending(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Execute attempts a runner queued in :meth:`submit` to run in the caller's
         thread. The engine calls it after releasing its lock; most runners have
         nothing to do here."""
