@@ -289,13 +289,14 @@ class FlowRunEngine:
                 else:
                     up = verdict
                     assert isinstance(up, TaskNode)
-                    error = UpstreamFailedError(
-                        f"task run {node.record.name!r} did not run: upstream task run {up.record.name!r} "
-                        f"ended {up.record.state.name}" + (f": {up.record.state.message}" if up.record.state.message else "")
+                    upstream_state = up.record.state
+                    reason = f"upstream task run {up.record.name!r} ended {upstream_state.name}" + (
+                        f": {upstream_state.message}" if upstream_state.message else ""
                     )
-                    if isinstance(up.record.state.data, BaseException):
-                        error.__cause__ = up.record.state.data
-                    self._finalize(node, UpstreamFailed(str(error).split(": ", 1)[1], data=error))
+                    error = UpstreamFailedError(f"task run {node.record.name!r} did not run: {reason}")
+                    if isinstance(upstream_state.data, BaseException):
+                        error.__cause__ = upstream_state.data
+                    self._finalize(node, UpstreamFailed(reason, data=error))
             if ready:
                 self._dispatch(ready)
 
