@@ -30,10 +30,10 @@ from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .parameters import ParameterModel
+from .options import Hook, check_hooks, check_name, check_tags, check_timeout
 from .retries import RetryDelay, retry_delay, validate_retry_options
 from .runs import FlowRun
 from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
-from .task import Hook, _hooks, _name, _tags, _timeout
 
 __all__ = ["Flow", "flow"]
 
@@ -77,11 +77,11 @@ class Flow(Generic[P, R]):
         if inspect.iscoroutinefunction(fn):
             raise InvalidOptionError(f"flow {getattr(fn, '__name__', fn)!r} is async; daskflow flows are plain functions (tasks may be async)")
         self.fn = fn
-        self.name = _name(fn, name, "flow")
+        self.name = check_name(fn, name, "flow")
         owner = f"flow {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
         self.version = version
-        self.tags = _tags(owner, tags)
+        self.tags = check_tags(owner, tags)
         if task_runner is not None and not isinstance(task_runner, TaskRunner):
             raise InvalidOptionError(
                 f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), got {task_runner!r}"
@@ -89,13 +89,13 @@ class Flow(Generic[P, R]):
         self.task_runner = task_runner
         self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, None)
         self.retries = retries
-        self.timeout_seconds = _timeout(owner, timeout_seconds)
+        self.timeout_seconds = check_timeout(owner, timeout_seconds)
         self.validate_parameters = bool(validate_parameters)
         if not isinstance(log_prints, bool):
             raise InvalidOptionError(f"{owner}: log_prints must be True or False, got {log_prints!r}")
         self.log_prints = log_prints
-        self.on_completion = _hooks(owner, "on_completion", on_completion)
-        self.on_failure = _hooks(owner, "on_failure", on_failure)
+        self.on_completion = check_hooks(owner, "on_completion", on_completion)
+        self.on_failure = check_hooks(owner, "on_failure", on_failure)
         self.parameters = ParameterModel(fn, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 

@@ -12,55 +12,13 @@ from ..exceptions import InvalidOptionError, MappingLengthMismatch, MissingConte
 from ..runners.execute import TASK_RUN_CONTEXT
 from .context import FLOW_RUN_CONTEXT
 from .futures import TaskFuture, TaskFutureList, unmapped
+from .options import Hook, check_hooks, check_name, check_resources, check_tags, check_timeout
 from .retries import RetryDelay, validate_retry_options
 
 __all__ = ["Task", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-Hook = Callable[..., None]
-
-_UNSET: Any = object()
-
-
-def _hooks(owner: str, label: str, value: Hook | Sequence[Hook] | None) -> tuple[Hook, ...]:
-    if value is None:
-        return ()
-    hooks = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    for hook in hooks:
-        if not callable(hook):
-            raise InvalidOptionError(f"{owner}: {label} takes a callable or a list of callables, got {hook!r}")
-    return hooks
-
-
-def _tags(owner: str, tags: Iterable[str] | None) -> tuple[str, ...]:
-    if tags is None:
-        return ()
-    if isinstance(tags, str):
-        return (tags,)
-    tags = tuple(tags)
-    for tag in tags:
-        if not isinstance(tag, str):
-            raise InvalidOptionError(f"{owner}: tags must be strings, got {tag!r}")
-    return tags
-
-
-def _timeout(owner: str, timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise InvalidOptionError(f"{owner}: timeout_seconds must be a number > 0, got {timeout!r}")
-    return float(timeout)
-
-
-def _name(fn: Callable[..., Any], name: str | None, kind: str) -> str:
-    if name is None:
-        name = getattr(fn, "__name__", None) or type(fn).__name__
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidOptionError(f"{kind} name must be a non-empty string, got {name!r}")
-    return name
-
 
 class Task(Generic[P, R]):
     """A function whose calls inside a flow run as task runs on the task runner.
@@ -90,10 +48,10 @@ class Task(Generic[P, R]):
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
         self.fn = fn
-        self.name = _name(fn, name, "task")
+        self.name = check_name(fn, name, "task")
         owner = f"task {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
-        self.tags = _tags(owner, tags)
+        self.tags = check_tags(owner, tags)
         self.version = version
         self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, retry_jitter_factor)
         self.retries = retries
@@ -101,13 +59,13 @@ class Task(Generic[P, R]):
         if retry_condition_fn is not None and not callable(retry_condition_fn):
             raise InvalidOptionError(f"{owner}: retry_condition_fn must be callable(task, task_run, state) -> bool, got {retry_condition_fn!r}")
         self.retry_condition_fn = retry_condition_fn
-        self.timeout_seconds = _timeout(owner, timeout_seconds)
+        self.timeout_seconds = check_timeout(owner, timeout_seconds)
         if log_prints is not None and not isinstance(log_prints, bool):
             raise InvalidOptionError(f"{owner}: log_prints must be True, False or None, got {log_prints!r}")
         self.log_prints = log_prints
-        self.on_completion = _hooks(owner, "on_completion", on_completion)
-        self.on_failure = _hooks(owner, "on_failure", on_failure)
-        self.resources = _resources(owner, resources)
+        self.on_completion = check_hooks(owner, "on_completion", on_completion)
+        self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.resources = check_resources(owner, resources)
         self.slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.name)[:60] or "task"
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
@@ -254,17 +212,6 @@ def _is_mappable(value: Any) -> bool:
 
 def _unwrap(value: Any) -> Any:
     return value.value if isinstance(value, unmapped) else value
-
-
-def _resources(owner: str, resources: Mapping[str, float] | None) -> dict[str, float] | None:
-    if resources is None:
-        return None
-    if not isinstance(resources, Mapping):
-        raise InvalidOptionError(f"{owner}: resources must be a dict like {{'GPU': 1}}, got {resources!r}")
-    for key, amount in resources.items():
-        if not isinstance(key, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-            raise InvalidOptionError(f"{owner}: resources must map names to positive numbers, got {key!r}: {amount!r}")
-    return dict(resources)
 
 
 @overload
