@@ -175,6 +175,9 @@ class _FlowRunner:
             if owns_runner and runner.dashboard_link:
                 logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
             state = self._attempts(flow_run, runner, call_args, call_kwargs)
+        except KeyboardInterrupt:
+            self._finish(flow_run, Cancelled("interrupted by KeyboardInterrupt (Ctrl-C)"))
+            raise
         finally:
             if owns_runner:
                 runner.shutdown()
@@ -219,7 +222,6 @@ class _FlowRunner:
                 return TimedOut(str(exc), data=exc)
             except KeyboardInterrupt:
                 engine.cancel(CancelledRun("the flow run was interrupted (KeyboardInterrupt)"))
-                flow_run.set_state(Cancelled("interrupted by KeyboardInterrupt"))
                 raise
             except CancelledRun as exc:
                 engine.cancel(exc)
