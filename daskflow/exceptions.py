@@ -13,8 +13,12 @@ Hierarchy::
     ├── CrashedError                           infrastructure failed: a worker died, ...
     ├── UpstreamFailedError                    a task did not run because an input failed
     ├── CancelledRun                           the run was cancelled
-    └── FailedRun                              a failed task whose exception could not be
-                                               sent back from the worker
+    ├── FailedRun                              a failed task whose exception could not be
+    │                                          sent back from the worker
+    ├── CacheKeyError (ValueError)             an input cannot be hashed deterministically
+    ├── SerializationError (ValueError)        a result could not be (de)serialised
+    └── StorageError (OSError)                 result storage failed: names URL and operation
+        └── CorruptedResultError               a stored entry failed verification
 
 User exceptions raised inside a task are re-raised as they are (with the remote
 traceback attached as a note), as Prefect does.
@@ -23,7 +27,9 @@ traceback attached as a note), as Prefect does.
 from __future__ import annotations
 
 __all__ = [
+    "CacheKeyError",
     "CancelledRun",
+    "CorruptedResultError",
     "CrashedError",
     "DaskflowError",
     "FailedRun",
@@ -33,6 +39,8 @@ __all__ = [
     "MissingContextError",
     "ParameterValidationError",
     "RunnerError",
+    "SerializationError",
+    "StorageError",
     "TaskTimeoutError",
     "UpstreamFailedError",
 ]
@@ -104,3 +112,41 @@ class FailedRun(DaskflowError):
 
     The message holds the remote exception's type, text and traceback.
     """
+
+
+class CacheKeyError(DaskflowError, ValueError):
+    """A task input cannot be hashed deterministically, and caching was asked for."""
+
+
+class SerializationError(DaskflowError, ValueError):
+    """A task result could not be serialised for storage, or a stored one read back."""
+
+
+class StorageError(DaskflowError, OSError):
+    """Result storage failed for a reason other than a missing entry.
+
+    The message names the storage URL (never credentials), the operation and the
+    likely fix. A missing entry is not an error: it is a cache miss.
+
+    Attributes
+    ----------
+    url : str
+        The store or object URL involved.
+    operation : str
+        What was being done: ``"write"``, ``"read"``, ``"delete"``, ``"list"``, ``"probe"``.
+    """
+
+    def __init__(self, message: str, url: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.url, self.operation))
+
+
+class CorruptedResultError(StorageError):
+    """A stored entry failed its size, digest or signature check; it was not deserialised."""

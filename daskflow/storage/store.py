@@ -1,0 +1,736 @@
+"""One ``Store`` over bytes on any fsspec filesystem: where task results live.
+
+Layout under the root URL (paths come from hashes, never from human names)::
+
+    results/<k[0:2]>/<k[2:4]>/<key>.json            the entry's manifest (small JSON)
+    results/<k[0:2]>/<k[2:4]>/<key>.<sha256[:16]>   its payload, named by its digest
+    quarantine/<key>-<time>-<random>/               entries that failed verification
+    probe/<random>                                  written and deleted by :meth:`Store.probe`
+
+An entry is committed payload first, manifest last, so a manifest is never
+visible before its payload is complete. The manifest is written create-only
+(unless overwriting on purpose): when two runs compute one key at once, the first
+manifest wins and the other run adopts it. Payload names carry their digest, so
+two writers never overwrite each other's bytes.
+
+Every object is published whole or not at all: locally through a temporary file
+in the same folder and ``os.replace`` (or ``os.link`` for create-only); on S3 by
+a single PUT (``If-None-Match: *`` for create-only). A bare ``fs.open(path, "wb")``
+would publish a truncated object if the writer failed half way.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping
+
+import dask.config
+import fsspec
+
+from ..exceptions import CorruptedResultError, InvalidOptionError, SerializationError, StorageError
+from .serializers import get_serializer
+
+__all__ = ["DEFAULT_URL", "Manifest", "Store", "resolve_store"]
+
+logger = logging.getLogger("daskflow.storage")
+
+#: Where results go when nothing is configured.
+DEFAULT_URL = "./.daskflow"
+#: Bumped when the manifest format changes incompatibly.
+MANIFEST_VERSION = 1
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+# Option names that hold credentials: kept out of pickles sent to workers, which
+# get credentials from their own environment instead.
+_SECRET_OPTION = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
+_SAFE_OPTION = {"endpoint_url", "region_name", "use_ssl", "verify", "anon", "requester_pays", "use_listings_cache"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What is known about a stored entry without reading its payload.
+
+    ``hmac`` signs every other field (the payload's digest included) when the
+    store has a signing key.
+    """
+
+    key: str
+    serializer: str
+    size: int
+    sha256: str
+    payload: str
+    created: float
+    expires: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+    hmac: str | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and (now if now is not None else time.time()) >= self.expires
+
+    def signed_bytes(self) -> bytes:
+        fields = asdict(self)
+        fields.pop("hmac")
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, key: str, data: bytes) -> Manifest:
+        """Parse a manifest; anything malformed raises :class:`CorruptedResultError`."""
+        try:
+            fields = json.loads(data.decode())
+            manifest = cls(**fields)
+            valid = (
+                manifest.key == key
+                and isinstance(manifest.size, int)
+                and isinstance(manifest.sha256, str)
+                and len(manifest.sha256) == 64
+                and isinstance(manifest.payload, str)
+                and manifest.payload == f"{key}.{manifest.sha256[:16]}"
+                and isinstance(manifest.serializer, str)
+            )
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptedResultError(f"the manifest of entry {key} is not valid ({type(exc).__name__}: {exc})") from None
+        if not valid:
+            raise CorruptedResultError(f"the manifest of entry {key} does not describe this entry")
+        return manifest
+
+
+def _shard(key: str) -> str:
+    return f"results/{key[0:2]}/{key[2:4]}"
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise InvalidOptionError(f"result key {key!r} must be 8-128 letters, digits, '-' or '_'")
+    return key
+
+
+def _check_path(path: str) -> str:
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+        or any(ord(ch) < 32 for ch in path)
+    ):
+        raise InvalidOptionError(f"storage path {path!r} must be relative, '/'-separated, without '..' or control characters")
+    return path
+
+
+def _sanitize_url(url: str) -> str:
+    """The URL without a ``user:password@`` part, for messages and records."""
+    return re.sub(r"(://)[^/@]*@", r"\1", url)
+
+
+def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``storage_options`` without credentials (what may travel to workers)."""
+    safe: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            safe[name] = shareable_options(value)
+        elif name in _SAFE_OPTION or not _SECRET_OPTION.search(name):
+            safe[name] = value
+    return safe
+
+
+class Store:
+    """Task results on a local folder, S3 or anything fsspec opens.
+
+    Parameters
+    ----------
+    url : str, optional
+        Root of the store: a folder (``./.daskflow``, made absolute here so
+        workers with another working directory agree), ``s3://bucket/prefix``,
+        ``memory://name`` (this process only) or any fsspec URL. Default: config
+        ``daskflow.storage.url``, else ``./.daskflow``.
+    storage_options : dict, optional
+        Passed to fsspec, merged over config ``daskflow.storage.options``.
+        Credentials among them are used here but never sent to workers: workers
+        use their own environment (``AWS_*`` variables, profile, instance role).
+
+    Notes
+    -----
+    With config ``daskflow.storage.signing-key`` set (environment variable
+    ``DASK_DASKFLOW__STORAGE__SIGNING_KEY`` on the driver and every worker), each
+    manifest carries an HMAC-SHA256 of its fields, the payload digest included,
+    and an entry that does not verify is never deserialised. Without a key, the
+    sha256 still catches corruption, but not deliberate tampering: only use a
+    pickle store that nobody untrusted can write to.
+
+    Examples
+    --------
+    >>> store = Store("memory://doc")
+    >>> store.put("notes/a.txt", b"hello")
+    >>> store.get("notes/a.txt")
+    b'hello'
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | None = None, storage_options: Mapping[str, Any] | None = None) -> None:
+        if url is None:
+            url = dask.config.get("daskflow.storage.url", None) or DEFAULT_URL
+        url = os.fspath(url)
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidOptionError(f"result storage must be a URL or folder like 's3://bucket/prefix' or './results', got {url!r}")
+        if "://" not in url or url.startswith("file://"):
+            url = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+        options = dict(dask.config.get("daskflow.storage.options", None) or {})
+        options.update(storage_options or {})
+        self.url = _sanitize_url(url)
+        self.storage_options = options
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        if protocol in ("s3", "s3a"):
+            # Lookups must see other processes' writes: no listing cache (RELIABILITY 2.2).
+            options.setdefault("use_listings_cache", False)
+        try:
+            self.fs, self.root = fsspec.url_to_fs(url, **options)
+        except ImportError as exc:
+            extra = "s3" if protocol in ("s3", "s3a") else protocol
+            raise InvalidOptionError(
+                f"result storage {self.url!r} needs an fsspec backend that is not installed ({exc}); "
+                f"install it with: pip install 'daskflow[{extra}]'" if extra == "s3" else f"install the fsspec backend for {protocol!r}"
+            ) from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidOptionError(f"result storage {self.url!r}: bad storage_options {shareable_options(options)!r}: {exc}") from exc
+        self.root = self.root.rstrip("/")
+        self.protocol = protocol
+        self.local = protocol == "file"
+        key = dask.config.get("daskflow.storage.signing-key", None)
+        self._signing_key = key.encode() if isinstance(key, str) and key else key if isinstance(key, bytes) and key else None
+        #: False once :meth:`probe` finds that the backend ignores create-only writes.
+        self.create_only_honoured = True
+        self._memory_lock = threading.Lock()
+
+    # ------------------------------------------------------------- identity
+    @property
+    def signed(self) -> bool:
+        """Whether entries are signed and verified with a key."""
+        return self._signing_key is not None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Workers rebuild the filesystem from the URL; credentials stay here.
+        return (_store_from_url, (self.url, _freeze(shareable_options(self.storage_options)), self.signed))
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Store) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def _full(self, path: str) -> str:
+        return f"{self.root}/{_check_path(path)}"
+
+    def describe(self, path: str = "") -> str:
+        """A URL for ``path`` in this store, for messages."""
+        base = self.url.rstrip("/")
+        return f"{base}/{path}" if path else base
+
+    # -------------------------------------------------------------- bytes
+    def put(self, path: str, data: bytes, *, create_only: bool = False) -> None:
+        """Write ``data`` at ``path`` atomically (whole or not at all).
+
+        Raises
+        ------
+        FileExistsError
+            With ``create_only=True`` when ``path`` already exists.
+        StorageError
+            When the backend refuses or cannot be reached.
+        """
+        full = self._full(path)
+        try:
+            if self.local:
+                self._put_local(full, data, create_only)
+            elif create_only:
+                self._put_create_only(full, data)
+            else:
+                self.fs.pipe_file(full, data)
+        except FileExistsError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "write", path) from exc
+
+    def _put_local(self, full: str, data: bytes, create_only: bool) -> None:
+        folder = os.path.dirname(full)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            if create_only:
+                os.link(tmp, full)  # fails with EEXIST: first writer wins
+            else:
+                os.replace(tmp, full)
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        _fsync_dir(folder)
+
+    def _put_create_only(self, full: str, data: bytes) -> None:
+        if self.protocol == "memory":
+            with self._memory_lock:  # one process owns a memory store: a lock is exact
+                if self.fs.exists(full):
+                    raise FileExistsError(full)
+                self.fs.pipe_file(full, data)
+            return
+        try:
+            self.fs.pipe_file(full, data, mode="create")
+        except TypeError:  # a backend without create-only support: best effort
+            if self.fs.exists(full):
+                raise FileExistsError(full) from None
+            self.fs.pipe_file(full, data)
+
+    def get(self, path: str) -> bytes:
+        """The bytes at ``path``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If nothing is there (a miss, not an error).
+        StorageError
+            For every other failure.
+        """
+        try:
+            return self.fs.cat_file(self._full(path))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "read", path) from exc
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """Read many small objects at once (concurrently where the backend can);
+        ``None`` for a missing one.
+
+        Raises
+        ------
+        StorageError
+            On the first failure other than a missing object.
+        """
+        paths = list(paths)
+        if not paths:
+            return {}
+        full = {self._full(p): p for p in paths}
+        if self.local or self.protocol == "memory":
+            out: dict[str, bytes | None] = {}
+            for path in paths:
+                try:
+                    out[path] = self.get(path)
+                except FileNotFoundError:
+                    out[path] = None
+            return out
+        try:
+            found = self.fs.cat(list(full), on_error="return")
+        except Exception as exc:
+            raise self._error(exc, "read", paths[0]) from exc
+        if not isinstance(found, dict):  # a single path comes back bare
+            found = {next(iter(full)): found}
+        result: dict[str, bytes | None] = {}
+        for name, value in found.items():
+            path = full.get(name) or full.get(self.fs._strip_protocol(name)) or name
+            if isinstance(value, FileNotFoundError):
+                result[path] = None
+            elif isinstance(value, BaseException):
+                raise self._error(value, "read", path) from value
+            else:
+                result[path] = value
+        for path in paths:
+            result.setdefault(path, None)
+        return result
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists, asked of the backend (never a listing cache)."""
+        try:
+            self.fs.info(self._full(path))
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise self._error(exc, "read", path) from exc
+
+    def delete(self, path: str) -> None:
+        """Remove ``path``; a missing one is fine."""
+        try:
+            self.fs.rm_file(self._full(path))
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            raise self._error(exc, "delete", path) from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every object under ``prefix`` (recursive), as paths relative to the root, sorted."""
+        base = self._full(prefix) if prefix else self.root
+        try:
+            if self.local and not os.path.exists(base):
+                return []
+            found = self.fs.find(base, withdirs=False)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._error(exc, "list", prefix) from exc
+        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        out = []
+        for name in found:
+            name = self.fs._strip_protocol(name)
+            relative = name[len(root):] if name.startswith(root) else name
+            if not os.path.basename(relative).startswith(".tmp-"):
+                out.append(relative)
+        return sorted(out)
+
+    # ------------------------------------------------------------ entries
+    def manifest_path(self, key: str) -> str:
+        return f"{_shard(_check_key(key))}/{key}.json"
+
+    def payload_path(self, manifest: Manifest) -> str:
+        return f"{_shard(manifest.key)}/{manifest.payload}"
+
+    def write_result(
+        self,
+        key: str,
+        value: Any,
+        *,
+        serializer: str = "pickle",
+        expires: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> tuple[Manifest, bool]:
+        """Serialise ``value`` and commit it as entry ``key``.
+
+        Returns
+        -------
+        manifest, adopted
+            ``adopted`` is True when another writer committed ``key`` first: the
+            returned manifest is theirs, and their value is the one to use.
+
+        Raises
+        ------
+        SerializationError
+            If the serializer cannot handle ``value``; nothing is written.
+        StorageError
+            If the backend fails; no manifest is published.
+        """
+        _check_key(key)
+        codec = get_serializer(serializer)
+        try:
+            data = codec.dumps(value)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialise a result of type {type(value).__module__}.{type(value).__qualname__} "
+                f"with {serializer!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerializationError(f"serializer {serializer!r} returned {type(data).__name__}, not bytes")
+        return self.commit(key, bytes(data), serializer=serializer, expires=expires, meta=meta, overwrite=overwrite)
+
+    def commit(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        serializer: str = "pickle",
+        expires: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> tuple[Manifest, bool]:
+        """Commit serialised bytes as entry ``key`` (see :meth:`write_result`)."""
+        _check_key(key)
+        digest = hashlib.sha256(data).hexdigest()
+        manifest = Manifest(
+            key=key,
+            serializer=serializer,
+            size=len(data),
+            sha256=digest,
+            payload=f"{key}.{digest[:16]}",
+            created=time.time(),
+            expires=expires,
+            meta=dict(meta or {}),
+        )
+        manifest = self._sign(manifest)
+        previous = None
+        if overwrite:
+            try:
+                previous = self.read_manifest(key)
+            except (CorruptedResultError, StorageError):
+                previous = None
+        self.put(self.payload_path(manifest), data)
+        try:
+            self.put(self.manifest_path(key), manifest.to_bytes(), create_only=not overwrite)
+        except FileExistsError:
+            try:
+                winner = self.read_manifest(key)
+            except CorruptedResultError as exc:
+                self.quarantine(key, str(exc))
+                winner = None
+            if winner is None:  # gone or bad: ours replaces it
+                self.put(self.manifest_path(key), manifest.to_bytes())
+                return manifest, False
+            if winner.payload != manifest.payload:
+                self.delete(self.payload_path(manifest))
+            return winner, True
+        if previous is not None and previous.payload != manifest.payload:
+            self.delete(self.payload_path(previous))
+        return manifest, False
+
+    def read_manifest(self, key: str) -> Manifest | None:
+        """The manifest of ``key``, or ``None`` if there is no entry.
+
+        Raises
+        ------
+        CorruptedResultError
+            If it is malformed or, with a signing key, does not verify.
+        """
+        try:
+            data = self.get(self.manifest_path(key))
+        except FileNotFoundError:
+            return None
+        return self._verified_manifest(key, data)
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, Manifest | None]:
+        """Manifests of many keys in one batch: ``None`` for a miss or an expired
+        entry. Corrupted or unsigned entries are quarantined (with a warning) and
+        count as misses. Payloads are not read.
+
+        Raises
+        ------
+        StorageError
+            If the backend fails (a miss is not a failure).
+        """
+        keys = list(dict.fromkeys(keys))
+        paths = {self.manifest_path(k): k for k in keys}
+        raw = self.get_many(paths)
+        now = time.time()
+        out: dict[str, Manifest | None] = {}
+        for path, data in raw.items():
+            key = paths[path]
+            if data is None:
+                out[key] = None
+                continue
+            try:
+                manifest = self._verified_manifest(key, data)
+            except CorruptedResultError as exc:
+                self.quarantine(key, str(exc))
+                out[key] = None
+                continue
+            out[key] = None if manifest.expired(now) else manifest
+        return out
+
+    def read_result(self, key: str, manifest: Manifest | None = None) -> Any:
+        """Load entry ``key``: size, digest (and signature) are checked before the
+        payload is deserialised.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no entry.
+        CorruptedResultError
+            If the entry fails a check; it is quarantined first.
+        SerializationError
+            If the verified payload cannot be deserialised.
+        """
+        try:
+            if manifest is None:
+                manifest = self.read_manifest(key)
+            if manifest is None:
+                raise FileNotFoundError(f"no entry {key} in {self.url}")
+            try:
+                data = self.get(self.payload_path(manifest))
+            except FileNotFoundError:
+                raise CorruptedResultError(f"entry {key} in {self.url}: the manifest's payload is missing") from None
+            if len(data) != manifest.size:
+                raise CorruptedResultError(f"entry {key} in {self.url}: payload has {len(data)} bytes, the manifest says {manifest.size}")
+            if hashlib.sha256(data).hexdigest() != manifest.sha256:
+                raise CorruptedResultError(f"entry {key} in {self.url}: payload sha256 does not match the manifest")
+        except CorruptedResultError as exc:
+            self.quarantine(key, str(exc))
+            raise
+        codec = get_serializer(manifest.serializer)
+        try:
+            return codec.loads(data)
+        except Exception as exc:
+            raise SerializationError(
+                f"entry {key} in {self.url} verified but cannot be loaded with {manifest.serializer!r}: "
+                f"{type(exc).__name__}: {exc} (a class or package the result needs may be missing here)"
+            ) from exc
+
+    def quarantine(self, key: str, reason: str) -> None:
+        """Move entry ``key`` aside so it reads as a miss and gets recomputed."""
+        logger.warning("corrupted entry %s in %s (%s); moving it to quarantine/ and recomputing", key, self.url, reason)
+        target = f"quarantine/{key}-{int(time.time())}-{secrets.token_hex(4)}"
+        manifest_path = self.manifest_path(key)
+        try:
+            data = self.get(manifest_path)
+        except FileNotFoundError:
+            return  # someone else moved it already
+        except StorageError:
+            logger.warning("cannot read %s to quarantine it", self.describe(manifest_path), exc_info=True)
+            return
+        try:
+            self.put(f"{target}/manifest.json", data)
+            fields = json.loads(data.decode())
+            payload = f"{_shard(key)}/{fields['payload']}"
+            _check_path(payload)
+            try:
+                self.put(f"{target}/payload", self.get(payload))
+                self.delete(payload)
+            except FileNotFoundError:
+                pass
+        except Exception:  # a garbled manifest still has to go
+            logger.debug("quarantine of %s incomplete", key, exc_info=True)
+        self.delete(manifest_path)
+
+    def _sign(self, manifest: Manifest) -> Manifest:
+        if self._signing_key is None:
+            return manifest
+        digest = hmac.new(self._signing_key, manifest.signed_bytes(), hashlib.sha256).hexdigest()
+        return Manifest(**{**asdict(manifest), "hmac": digest})
+
+    def _verified_manifest(self, key: str, data: bytes) -> Manifest:
+        manifest = Manifest.from_bytes(key, data)
+        if self._signing_key is not None:
+            expected = hmac.new(self._signing_key, manifest.signed_bytes(), hashlib.sha256).hexdigest()
+            if manifest.hmac is None or not hmac.compare_digest(expected, manifest.hmac):
+                raise CorruptedResultError(
+                    f"entry {key} in {self.url} is not signed with this store's signing key; it will not be deserialised"
+                )
+        return manifest
+
+    # -------------------------------------------------------------- probe
+    def probe(self) -> None:
+        """Check, before any task runs, that this store can be written, read and deleted.
+
+        Also learns whether the backend honours create-only writes (some S3
+        look-alikes accept ``If-None-Match`` and ignore it); if not, two runs of one
+        key may both commit and a warning says so.
+
+        Raises
+        ------
+        StorageError
+            Naming the URL, the operation that failed and the likely fix.
+        """
+        path = f"probe/{secrets.token_hex(8)}"
+        token = secrets.token_bytes(16)
+        self.put(path, token, create_only=True)
+        try:
+            if self.get(path) != token:
+                raise StorageError(f"result storage {self.url}: a probe object read back different bytes", self.url, "probe")
+            try:
+                self.put(path, b"again", create_only=True)
+            except FileExistsError:
+                self.create_only_honoured = True
+            else:
+                self.create_only_honoured = False
+                logger.warning(
+                    "result storage %s ignores create-only writes; two runs computing one key at once "
+                    "may both commit it (the later entry wins)", self.url,
+                )
+        finally:
+            self.delete(path)
+
+    # -------------------------------------------------------------- errors
+    def _endpoint(self) -> str | None:
+        client_kwargs = self.storage_options.get("client_kwargs") or {}
+        return client_kwargs.get("endpoint_url") or self.storage_options.get("endpoint_url")
+
+    def _error(self, exc: BaseException, operation: str, path: str) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        where = self.describe(path)
+        endpoint = self._endpoint()
+        at = f" at endpoint {endpoint}" if endpoint else ""
+        text = f"{type(exc).__name__}: {exc}"
+        bucket = self.root.split("/", 1)[0]
+        lowered = str(exc).lower()
+        if isinstance(exc, PermissionError) or "accessdenied" in lowered.replace(" ", "") or "invalidaccesskeyid" in lowered or "signaturedoesnotmatch" in lowered.replace(" ", ""):
+            hint = (
+                "access was denied: check the credentials this process uses "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket policy"
+                if not self.local
+                else "permission denied: make the folder writable or choose another result_storage"
+            )
+        elif not self.local and self.protocol != "memory" and ("nosuchbucket" in lowered.replace(" ", "") or "bucket does not exist" in lowered or (isinstance(exc, FileNotFoundError) and operation in ("write", "probe"))):
+            hint = f"bucket {bucket!r} does not exist{at}: create it or fix the storage URL"
+        elif _is_connection_error(exc):
+            hint = f"cannot reach the storage endpoint{at or ' (default for ' + self.protocol + ')'}: check endpoint_url and the network"
+        elif isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
+            hint = "a file stands where the store needs a folder: choose another result_storage"
+        else:
+            hint = "see the cause above"
+        return StorageError(f"{operation} of {where} failed: {hint} ({text})", where, operation)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(names & {
+        "EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
+        "ConnectionRefusedError", "ConnectionError", "ReadTimeoutError", "TimeoutError", "FSTimeoutError",
+    })
+
+
+def _chain(exc: BaseException | None) -> Iterable[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _freeze(options: Mapping[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=repr)
+
+
+@functools.lru_cache(maxsize=64)
+def _store_from_url(url: str, frozen_options: str, signed: bool) -> Store:
+    """Rebuild a store on a worker from its URL (one per process, filesystem reused)."""
+    store = Store(url, json.loads(frozen_options))
+    if signed and not store.signed:
+        raise StorageError(
+            f"entries in {url} are signed, but this process has no signing key; set "
+            "DASK_DASKFLOW__STORAGE__SIGNING_KEY (config daskflow.storage.signing-key) on every worker",
+            url, "read",
+        )
+    return store
+
+
+def resolve_store(value: Store | str | os.PathLike[str] | None) -> Store:
+    """A :class:`Store` from a store, a URL or folder, or ``None`` (the configured default)."""
+    if isinstance(value, Store):
+        return value
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return Store(value)
+    raise InvalidOptionError(
+        f"result_storage must be a URL like 's3://bucket/prefix', a folder, or a daskflow Store, got {type(value).__name__}: {value!r}"
+    )
