@@ -1,6 +1,11 @@
 """Where results go: an fsspec-backed :class:`Store` and named serializers."""
 
-from .serializers import Serializer, get_serializer, register_serializer, serializer_names
+from .serializers import (
+    Serializer,
+    get_serializer,
+    register_serializer,
+    serializer_names,
+)
 from .store import DEFAULT_URL, Manifest, Store, resolve_store
 
 __all__ = [

@@ -32,13 +32,19 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import dask.config
 import fsspec
 
-from ..exceptions import CorruptedResultError, InvalidOptionError, SerializationError, StorageError
+from ..exceptions import (
+    CorruptedResultError,
+    InvalidOptionError,
+    SerializationError,
+    StorageError,
+)
 from .serializers import get_serializer
 
 __all__ = ["DEFAULT_URL", "Manifest", "Store", "resolve_store"]
@@ -391,7 +397,7 @@ class Store:
         out = []
         for name in found:
             name = self.fs._strip_protocol(name)
-            relative = name[len(root):] if name.startswith(root) else name
+            relative = name.removeprefix(root)
             if not os.path.basename(relative).startswith(".tmp-"):
                 out.append(relative)
         return sorted(out)
