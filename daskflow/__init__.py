@@ -14,14 +14,31 @@ Examples
 
 from . import config  # noqa: F401  (registers the daskflow config defaults)
 from .exceptions import (
+    CacheKeyError,
+    CacheKeyWarning,
     CancelledRun,
+    CorruptedResultError,
     CrashedError,
     FailedRun,
     FlowTimeoutError,
     MappingLengthMismatch,
     ParameterValidationError,
+    SerializationError,
+    StorageError,
     TaskTimeoutError,
     UpstreamFailedError,
+)
+from .pipeline.cache import (
+    DEFAULT,
+    FLOW_PARAMETERS,
+    INPUTS,
+    NO_CACHE,
+    NONE,
+    RUN_ID,
+    TASK_SOURCE,
+    CacheKeyContext,
+    CachePolicy,
+    task_input_hash,
 )
 from .pipeline.context import get_run_logger
 from .pipeline.flow import Flow, flow
@@ -31,23 +48,39 @@ from .pipeline.runs import FlowRun, TaskRun
 from .pipeline.states import State, StateType
 from .pipeline.task import Task, task
 from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from .storage import Store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheKeyContext",
+    "CacheKeyError",
+    "CacheKeyWarning",
+    "CachePolicy",
     "CancelledRun",
     "ConcurrentTaskRunner",
+    "CorruptedResultError",
     "CrashedError",
+    "DEFAULT",
     "DaskTaskRunner",
+    "FLOW_PARAMETERS",
     "FailedRun",
     "Flow",
     "FlowRun",
     "FlowTimeoutError",
+    "INPUTS",
     "MappingLengthMismatch",
+    "NONE",
+    "NO_CACHE",
     "ParameterValidationError",
+    "RUN_ID",
     "SequentialTaskRunner",
+    "SerializationError",
     "State",
     "StateType",
+    "StorageError",
+    "Store",
+    "TASK_SOURCE",
     "Task",
     "TaskFuture",
     "TaskFutureList",
@@ -61,6 +94,7 @@ __all__ = [
     "flow",
     "get_run_logger",
     "task",
+    "task_input_hash",
     "unmapped",
     "wait",
 ]

@@ -20,6 +20,9 @@ Hierarchy::
     └── StorageError (OSError)                 result storage failed: names URL and operation
         └── CorruptedResultError               a stored entry failed verification
 
+``CacheKeyWarning`` (a ``UserWarning``) is issued when a task with the default
+cache policy gets an input that cannot be hashed deterministically.
+
 User exceptions raised inside a task are re-raised as they are (with the remote
 traceback attached as a note), as Prefect does.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "CacheKeyError",
+    "CacheKeyWarning",
     "CancelledRun",
     "CorruptedResultError",
     "CrashedError",
@@ -116,6 +120,10 @@ class FailedRun(DaskflowError):
 
 class CacheKeyError(DaskflowError, ValueError):
     """A task input cannot be hashed deterministically, and caching was asked for."""
+
+
+class CacheKeyWarning(UserWarning):
+    """A task runs uncached because an input cannot be hashed deterministically."""
 
 
 class SerializationError(DaskflowError, ValueError):

@@ -29,6 +29,15 @@ def _quiet_console():
         yield
 
 
+@pytest.fixture(autouse=True)
+def _result_storage(tmp_path):
+    """Each test stores results in its own folder (a plain flow persists and
+    caches by default), so tests never share cache entries or write to the repo."""
+    store = tmp_path / "daskflow-store"
+    with dask.config.set({"daskflow.storage.url": str(store)}):
+        yield store
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message: str = "condition"):
     """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

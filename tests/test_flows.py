@@ -354,10 +354,11 @@ def test_flow_retries_rerun_the_body(runner, tmp_path):
     assert [tr.name for tr in state.run.task_runs.values()] == ["flaky-0", "flaky-1"]
 
 
-def test_results_outlive_the_run_only_when_returned(runner):
+@pytest.mark.parametrize("persist", [True, False], ids=["persisted", "not-persisted"])
+def test_results_outlive_the_run_when_persisted_or_returned(runner, persist):
     kept = []
 
-    @flow
+    @flow(persist_result=persist)
     def pipeline():
         returned, dropped = add.submit(1), add.submit(2)
         kept.extend([returned, dropped])
@@ -366,11 +367,11 @@ def test_results_outlive_the_run_only_when_returned(runner):
 
     assert run(pipeline, runner).result() == 2
     assert kept[0].result() == 2  # fetched when the flow returned it
-    if "Dask" in type(runner).__name__:
+    if persist or "Dask" not in type(runner).__name__:
+        assert kept[1].result() == 3  # read back from storage (or still in this process)
+    else:
         with pytest.raises(RuntimeError, match="return it from the flow"):
             kept[1].result()
-    else:  # in-process results live in the process
-        assert kept[1].result() == 3
 
 
 def test_a_large_task_function_is_shipped_once_per_run(threads_cluster):

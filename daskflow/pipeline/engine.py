@@ -17,6 +17,11 @@ How the pieces fit:
   succeeds on a retry, or end ``UpstreamFailed`` if it never does.
 * Retries wait on the driver (a timer of the engine thread), never in a worker
   thread; each attempt gets a fresh Dask key ``<task>-<run>-<n>-<try>``.
+* Caching: a task run's cache key is computed when it is submitted (upstream
+  futures count as their keys). Keys are looked up in batches off the body's
+  thread; a hit ends the run ``Cached`` without submitting anything, and its
+  value is loaded from storage only where something needs it (a dependent's
+  worker, or the body). An entry found unusable then is recomputed.
 """
 
 from __future__ import annotations
@@ -33,14 +38,37 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .._collections import find_instances, replace_instances
-from ..exceptions import CrashedError, FailedRun, RunnerError, TaskTimeoutError, UpstreamFailedError
+from ..exceptions import (
+    CorruptedResultError,
+    CrashedError,
+    FailedRun,
+    RunnerError,
+    StorageError,
+    TaskTimeoutError,
+    UpstreamFailedError,
+)
 from ..runners.base import AttemptCall, TaskRunner
-from ..runners.execute import AttemptError, AttemptSpec
+from ..runners.execute import AttemptError, AttemptSpec, InputLoadError, ResultSpec, StoredRef
+from ..storage.store import Manifest
+from .cache import CacheKeyContext, UpstreamKey, compute_key
 from .context import emit_line
 from .futures import TaskFuture
+from .persistence import CacheLookups, RunStorage, TaskStorage, run_result_key
 from .retries import retry_delay
 from .runs import FlowRun, LogLine, TaskRun
-from .states import AwaitingRetry, Cancelled, Completed, Crashed, Failed, Retrying, Running, State, TimedOut, UpstreamFailed
+from .states import (
+    AwaitingRetry,
+    Cached,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    Retrying,
+    Running,
+    State,
+    TimedOut,
+    UpstreamFailed,
+)
 
 if TYPE_CHECKING:
     from .task import Task
@@ -58,7 +86,8 @@ class TaskNode:
     __slots__ = (
         "engine", "task", "record", "args", "kwargs", "upstream", "wait_for", "dependents",
         "handle", "submission", "attempt", "retries_used", "waiting", "final", "done",
-        "callbacks", "last_end", "running_on",
+        "callbacks", "last_end", "running_on", "storage", "result_key", "lookup", "recomputing",
+        "recomputes", "recompute_done",
     )
 
     def __init__(self, engine: FlowRunEngine, task: Task, record: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -81,6 +110,12 @@ class TaskNode:
         self.last_end: float | None = None
         # (worker, start time) of the execution seen starting and not yet ending.
         self.running_on: tuple[str | None, float] | None = None
+        self.storage: TaskStorage | None = None
+        self.result_key: str | None = None  # where the result is stored (its cache key, if cached)
+        self.lookup = False  # waiting for its cache lookup
+        self.recomputing = False  # a Cached run whose entry proved unusable, running again
+        self.recomputes = 0
+        self.recompute_done = threading.Event()
 
 
 def _slug(name: str) -> str:
@@ -94,6 +129,7 @@ class FlowRunEngine:
         self,
         flow_run: FlowRun,
         runner: TaskRunner,
+        storage: RunStorage | None = None,
         *,
         log_level: int = logging.INFO,
         log_prints: bool = False,
@@ -103,11 +139,13 @@ class FlowRunEngine:
         previous attempt's so names go on (``fit-7``, not ``fit-0`` again)."""
         self.flow_run = flow_run
         self.runner = runner
+        self.storage = storage if storage is not None else RunStorage(persist_result=False)
+        self._lookups: CacheLookups | None = None
+        self._work = threading.Event()  # set whenever something a waiter may want changed
         self.log_level = log_level
         self.log_prints = log_prints
         self._short = flow_run.id[:12]
         self._lock = threading.RLock()
-        self._all_done = threading.Condition(self._lock)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
@@ -137,6 +175,8 @@ class FlowRunEngine:
             self._thread.join()
             self._thread = None
         self.runner.unsubscribe(self.flow_run.id)
+        if self._lookups is not None:
+            self._lookups.close()
         if self._hook_pool is not None:
             self._hook_pool.shutdown(wait=True)
         self.closed = True
@@ -149,27 +189,43 @@ class FlowRunEngine:
         """Create one task run per ``(args, kwargs)`` and submit the ready ones in one batch."""
         self._check_alive()
         wait_for = list(wait_for)
+        settings = self.storage.for_task(task, self.runner)  # probes a new store: may raise
         with self._lock:
-            nodes = [self._new_node(task, args, kwargs, wait_for) for args, kwargs in calls]
+            nodes = [self._new_node(task, settings, args, kwargs, wait_for) for args, kwargs in calls]
             for node in nodes:
-                self._recheck.append(node)
+                if node.lookup:
+                    self._lookup_service().request(settings.store, node.record.cache_key, node)
+                else:
+                    self._recheck.append(node)
             self._drain()
         self.runner.run_pending()
         return [TaskFuture(node) for node in nodes]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``predicate()`` holds; False on timeout.
+
+        The waiting thread also runs the attempts a runner queued for its
+        caller (``SequentialTaskRunner`` runs tasks in the thread that waits).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._work.clear()  # before checking: a change after this wakes the wait below
+            self.runner.run_pending()
+            if predicate():
+                return True
+            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._work.wait(remaining)
+            if self._thread_error is not None:
+                raise RuntimeError("the daskflow engine thread failed") from self._thread_error
 
     def wait_node(self, node: TaskNode, timeout: float | None) -> bool:
         """Wait for ``node`` to be final; False on timeout."""
         if node.done.is_set():
             return True
         self._check_alive()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
-            finished = node.done.wait(remaining)
-            if finished or (deadline is not None and time.monotonic() >= deadline):
-                break
-            if self._thread_error is not None:
-                raise RuntimeError("the daskflow engine thread failed") from self._thread_error
+        finished = self.wait_for(node.done.is_set, timeout)
         if self._abort is not None and not isinstance(self._abort, _BodyFailed):
             raise self._abort
         return finished
@@ -183,11 +239,7 @@ class FlowRunEngine:
 
     def wait_all(self) -> None:
         """Block until every task run of this flow run is final."""
-        with self._all_done:
-            while self._outstanding:
-                self._all_done.wait(1.0)
-                if self._thread_error is not None:
-                    raise RuntimeError("the daskflow engine thread failed") from self._thread_error
+        self.wait_for(lambda: not self._outstanding, None)
 
     def cancel(self, reason: BaseException) -> None:
         """Cancel every task run that is not final, and make later calls from the
@@ -225,9 +277,10 @@ class FlowRunEngine:
             raise RuntimeError(f"flow run {self.flow_run.name!r} has ended; submit tasks while the flow is running")
 
     # ------------------------------------------------------------- task runs
-    def _new_node(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: list[Any]) -> TaskNode:
+    def _new_node(
+        self, task: Task, settings: TaskStorage, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: list[Any]
+    ) -> TaskNode:
         index = self._counters[task.name]
-        self._counters[task.name] = index + 1
         record = TaskRun(
             # Unique across runs (the flow run's random id) without a uuid4 per task:
             # os.urandom is slow enough here to show in the per-task overhead.
@@ -238,7 +291,16 @@ class FlowRunEngine:
             index=index,
             tags=task.tags,
         )
+        if settings.policy is not None:
+            inputs = _bound_inputs(task, args, kwargs)
+            context = CacheKeyContext(task, record, self.flow_run, inputs)
+            record.cache_key = compute_key(settings.policy, context, inputs, explicit=settings.explicit)  # may raise
+        self._counters[task.name] = index + 1
         node = TaskNode(self, task, record, args, kwargs)
+        if settings.store is not None:
+            node.storage = settings
+            node.result_key = record.cache_key or run_result_key(record.id)
+            node.lookup = record.cache_key is not None and not settings.refresh
         for future in find_instances((args, kwargs), TaskFuture):
             self._link(node, future, node.upstream)
         for future in wait_for:
@@ -264,6 +326,8 @@ class FlowRunEngine:
 
     def _examine(self, node: TaskNode) -> TaskNode | str:
         """``"ready"``, ``"wait"`` or the upstream node that ended unsuccessfully."""
+        if node.lookup:
+            return "wait"
         for up in itertools.chain(node.upstream, node.wait_for):
             if up.final:
                 if not up.record.state.is_completed():
@@ -310,7 +374,11 @@ class FlowRunEngine:
                 handles = self.runner.submit(calls)
             except Exception as exc:
                 for node in group:
-                    self._finalize(node, Crashed(f"could not submit: {exc}", data=RunnerError(f"could not submit task run {node.record.name!r}: {exc}")))
+                    state = Crashed(f"could not submit: {exc}", data=RunnerError(f"could not submit task run {node.record.name!r}: {exc}"))
+                    if node.recomputing:
+                        self._recompute_finished(node, state)
+                    else:
+                        self._finalize(node, state)
                 continue
             for node, handle in zip(group, handles, strict=True):
                 node.handle = handle
@@ -333,17 +401,41 @@ class FlowRunEngine:
             timeout_seconds=task.timeout_seconds,
             log_prints=self.log_prints if task.log_prints is None else task.log_prints,
             log_level=self.log_level,
+            result=self._result_spec(node),
         )
-        args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: f._node.handle)
+        args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         return AttemptCall(
             fn=self._fn_ref(task),
             spec=spec,
             args=args,
             kwargs=kwargs,
             key=key,
-            wait_for=[up.handle for up in node.wait_for],
+            wait_for=[up.handle for up in node.wait_for if up.handle is not None],
             resources=task.resources,
         )
+
+    def _result_spec(self, node: TaskNode) -> ResultSpec | None:
+        settings = node.storage
+        if settings is None or settings.store is None or node.result_key is None:
+            return None
+        cached = node.record.cache_key is not None
+        return ResultSpec(
+            store=settings.store,
+            key=node.result_key,
+            serializer=settings.serializer,
+            expiration=settings.expiration if cached else None,
+            overwrite=settings.refresh or node.recomputing,
+            reuse="none" if node.recomputing else "run" if settings.refresh else "any",
+            meta={"task": node.task.name, "task_run": node.record.name},
+        )
+
+    def _input_of(self, up: TaskNode) -> Any:
+        """What to pass where ``up``'s future is an argument: its live handle, or
+        for a Cached run a reference its consumer loads from storage."""
+        if up.handle is None and up.storage is not None and up.record.cache_hit and up.result_key is not None:
+            assert up.storage.store is not None
+            up.handle = self.runner.load(StoredRef(up.storage.store, up.result_key, up.record.id, up.record.name))
+        return up.handle
 
     def _fn_ref(self, task: Task) -> Any:
         ref = self._fn_refs.get(id(task))
@@ -369,20 +461,53 @@ class FlowRunEngine:
                         heapq.heappop(self._timers)[2]()
                     if isinstance(item, _Done):
                         self._on_done(item.node, item.submission, item.handle)
+                    elif isinstance(item, _LookedUp):
+                        self._on_lookup(item.nodes, item.found)
                     elif isinstance(item, dict):
                         self._on_report(item)
                     self._drain()
-                self.runner.run_pending()
+                self._work.set()  # a waiting body runs what a sequential runner queued
         except BaseException as exc:  # never die silently: wait_all re-raises it
             self._thread_error = exc
             logger.exception("daskflow engine thread failed")
-            with self._all_done:
-                self._all_done.notify_all()
+            self._work.set()
 
     def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn))
 
+    def _lookup_service(self) -> CacheLookups:
+        if self._lookups is None:
+            queue_ = self._queue
+            self._lookups = CacheLookups(lambda nodes, found: queue_.put(_LookedUp(nodes, found)), self.flow_run.name)
+        return self._lookups
+
+    def _on_lookup(self, nodes: list[TaskNode], found: dict[str, Manifest | None] | BaseException) -> None:
+        for node in nodes:
+            if node.final:
+                continue  # cancelled while its lookup ran
+            node.lookup = False
+            if isinstance(found, BaseException):
+                self._finalize(node, Failed(f"cache lookup failed: {found}", data=found))
+                continue
+            manifest = found.get(node.record.cache_key or "")
+            if manifest is None:
+                self._recheck.append(node)
+            else:
+                self._cached(node, manifest)
+
+    def _cached(self, node: TaskNode, manifest: Manifest) -> None:
+        record = node.record
+        store = node.storage.store if node.storage is not None else None
+        assert store is not None
+        record.cache_hit = True
+        record.result_url = store.describe(store.manifest_path(manifest.key))
+        written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(manifest.created))
+        self._finalize(node, Cached(f"stored result from {written}", _fetch=_StoredFetch(self, node, manifest)))
+
     def _on_done(self, node: TaskNode, submission: int, handle: Any) -> None:
+        if node.recomputing and submission == node.submission:
+            self._on_recomputed(node, handle)
+            return
         if node.final or submission != node.submission:
             return  # a stale attempt, or already cancelled
         outcome = self.runner.outcome(handle)
@@ -397,6 +522,9 @@ class FlowRunEngine:
                 self._finalize(node, Cancelled("its Dask future was cancelled outside this flow run"))
             return
         error = outcome.error
+        if isinstance(error, InputLoadError):
+            self._on_input_lost(node, error)
+            return
         origin = self._origin(error)
         if origin is not None and origin[0] is not node:
             # Never ran: an upstream attempt failed. Wait for that upstream's fate.
@@ -412,6 +540,77 @@ class FlowRunEngine:
             crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
             crash.__cause__ = error
             self._attempt_failed(node, "crashed", crash, str(crash), None)
+
+    def _on_input_lost(self, node: TaskNode, error: InputLoadError) -> None:
+        """A Cached input of ``node`` could not be loaded: recompute it (when its
+        entry is corrupted or gone) and submit ``node`` again; no retry is spent."""
+        up = self._nodes.get(error.task_run_id)
+        if not error.corrupted or up is None:
+            storage_error = StorageError(error.message)
+            self._attempt_failed(node, "failed", storage_error, error.message, None)
+            return
+        node.handle = None
+        self._recompute(up, error.message)
+        self._recheck.append(node)  # dispatched with the recompute's handle, or skipped if it failed
+
+    def _recompute(self, node: TaskNode, reason: str) -> None:
+        """Run a Cached task run again because its stored entry proved unusable."""
+        if node.recomputing:
+            return
+        record = node.record
+        if node.recomputes >= 2 or not node.record.cache_hit:
+            error = CorruptedResultError(f"the stored result of task run {record.name!r} is unusable again after recomputing: {reason}")
+            self._recompute_finished(node, Failed(str(error), data=error))
+            return
+        node.recomputes += 1
+        node.recomputing = True
+        node.recompute_done.clear()
+        node.handle = None
+        logger.warning("Task run %r - %s; recomputing it", record.name, reason)
+        self._dispatch([node])
+
+    def _on_recomputed(self, node: TaskNode, handle: Any) -> None:
+        outcome = self.runner.outcome(handle)
+        if outcome.status == "finished":
+            node.record.cache_hit = False
+            state = Completed("recomputed: its stored entry could not be used", _fetch=_Fetch(self, node, handle))
+        else:
+            error = outcome.error
+            if isinstance(error, AttemptError):
+                self._on_report(error.report)
+                exc = _user_error(node, error)
+                make = {"failed": Failed, "timed_out": TimedOut, "crashed": Crashed}[error.kind]
+                state = make(f"recomputing failed: {type(exc).__name__}: {error.message}", data=exc)
+            else:
+                state = Crashed(f"recomputing failed: {_describe_crash(error)}", data=CrashedError(_describe_crash(error)))
+        self._recompute_finished(node, state)
+
+    def _recompute_finished(self, node: TaskNode, state: State) -> None:
+        node.record.set_state(state)
+        node.recomputing = False
+        if not state.is_completed():
+            node.handle = None
+        node.recompute_done.set()
+        for dependent in node.dependents:
+            if dependent.waiting and not dependent.final:
+                self._recheck.append(dependent)
+
+    def recompute_now(self, node: TaskNode, cause: BaseException) -> Any:
+        """Called by the body when a Cached value cannot be loaded: recompute it
+        while the run is alive, and return the new value."""
+        with self._lock:
+            if self.closed or self._thread is None:
+                raise CorruptedResultError(
+                    f"the stored result of task run {node.record.name!r} could not be used ({cause}) and its flow run "
+                    "has ended; run the flow again to recompute it"
+                ) from cause
+            self._recompute(node, str(cause))
+            self._drain()
+        self.wait_for(node.recompute_done.is_set, None)
+        state = node.record.state
+        if not state.is_completed() or node.handle is None:
+            raise state.result(raise_on_failure=False)
+        return self.runner.result(node.handle)
 
     def _origin(self, error: BaseException | None) -> tuple[TaskNode, int] | None:
         if isinstance(error, AttemptError):
@@ -521,15 +720,17 @@ class FlowRunEngine:
 
     def _finalize(self, node: TaskNode, state: State) -> None:
         node.final = True
-        node.args, node.kwargs = (), {}  # only retries needed them; free driver memory
+        if not node.record.cache_hit:
+            # Only retries needed them; free driver memory. A Cached run keeps them
+            # in case its stored entry proves unusable and it must run after all.
+            node.args, node.kwargs = (), {}
         record = node.record
         record.set_state(state)
         if record.end_time is None and not state.is_skipped() and not state.is_cancelled():
             record.end_time = state.timestamp
         self._outstanding -= 1
-        if not self._outstanding:
-            self._all_done.notify_all()
         node.done.set()
+        self._work.set()
         if state.is_completed():
             logger.debug("Task run %r - finished in state %s", record.name, state)
         elif state.is_failed() or state.is_crashed():
@@ -579,6 +780,43 @@ class _Done:
         self.queue.put(item)
 
 
+class _LookedUp:
+    """Queue item: the cache lookups of some task runs came back."""
+
+    __slots__ = ("nodes", "found")
+
+    def __init__(self, nodes: list[TaskNode], found: dict[str, Manifest | None] | BaseException) -> None:
+        self.nodes = nodes
+        self.found = found
+
+
+class _StoredFetch:
+    """Loads a Cached task's value from storage, once, verified; recomputes it
+    (while the run is alive) if the entry proves unusable."""
+
+    __slots__ = ("engine", "node", "manifest", "lock", "value", "fetched")
+
+    def __init__(self, engine: FlowRunEngine, node: TaskNode, manifest: Manifest) -> None:
+        self.engine = engine
+        self.node = node
+        self.manifest = manifest
+        self.lock = threading.Lock()
+        self.fetched = False
+        self.value: Any = None
+
+    def __call__(self) -> Any:
+        with self.lock:
+            if not self.fetched:
+                store = self.node.storage.store if self.node.storage is not None else None
+                assert store is not None
+                try:
+                    self.value = store.read_result(self.manifest.key, self.manifest)
+                except (CorruptedResultError, FileNotFoundError) as exc:
+                    self.value = self.engine.recompute_now(self.node, exc)
+                self.fetched = True
+            return self.value
+
+
 class _Fetch:
     """Brings a completed task's value to the caller, once, then keeps it."""
 
@@ -598,14 +836,47 @@ class _Fetch:
                 try:
                     self.value = self.engine.runner.result(self.handle)
                 except Exception as exc:
+                    stored = self._from_storage()
+                    if stored is not _NOTHING:
+                        self.value = stored
+                        self.fetched = True
+                        return self.value
                     if self.engine.closed:
                         raise RuntimeError(
                             f"the value of task run {self.node.record.name!r} is gone: its flow run has ended and "
-                            "results are held in cluster memory only while the flow runs; return it from the flow"
+                            "it was not persisted (persist_result=False), so it lived in cluster memory only while "
+                            "the flow ran; return it from the flow, or persist it"
                         ) from exc
                     raise
                 self.fetched = True
             return self.value
+
+    def _from_storage(self) -> Any:
+        """The persisted copy: the run has ended (its cluster is gone) or the
+        worker holding the value died."""
+        node = self.node
+        if node.storage is None or node.storage.store is None or node.result_key is None:
+            return _NOTHING
+        try:
+            return node.storage.store.read_result(node.result_key)
+        except (FileNotFoundError, StorageError):
+            return _NOTHING
+
+
+_NOTHING = object()
+
+
+def _bound_inputs(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by parameter name, defaults filled in, futures as their task's cache key."""
+    args, kwargs = replace_instances(
+        (args, kwargs), TaskFuture, lambda f: UpstreamKey(f._node.record.cache_key, f._node.record.name)
+    )
+    signature = task._signature
+    if signature is None:
+        return {"args": args, "kwargs": kwargs}
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def _user_error(node: TaskNode, error: AttemptError) -> BaseException:

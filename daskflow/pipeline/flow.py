@@ -23,14 +23,26 @@ from ..exceptions import (
     InvalidOptionError,
     ParameterValidationError,
     RunnerError,
+    StorageError,
 )
 from ..runners.base import TaskRunner
 from ..runners.execute import PRINT_SINK, TASK_RUN_CONTEXT, install_print_capture
+from ..storage.store import Store
 from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .parameters import ParameterModel
-from .options import Hook, check_hooks, check_name, check_tags, check_timeout
+from .options import (
+    Hook,
+    check_hooks,
+    check_name,
+    check_optional_bool,
+    check_result_storage,
+    check_serializer,
+    check_tags,
+    check_timeout,
+)
+from .persistence import RunStorage
 from .retries import RetryDelay, retry_delay, validate_retry_options
 from .runs import FlowRun
 from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
@@ -54,6 +66,7 @@ class Flow(Generic[P, R]):
     _OPTIONS = (
         "name", "description", "version", "tags", "task_runner", "retries", "retry_delay_seconds",
         "timeout_seconds", "validate_parameters", "log_prints", "on_completion", "on_failure",
+        "result_storage", "persist_result", "result_serializer", "refresh_cache",
     )
 
     def __init__(
@@ -71,6 +84,10 @@ class Flow(Generic[P, R]):
         log_prints: bool = False,
         on_completion: Hook | Sequence[Hook] | None = None,
         on_failure: Hook | Sequence[Hook] | None = None,
+        result_storage: Store | str | None = None,
+        persist_result: bool | None = None,
+        result_serializer: str | None = None,
+        refresh_cache: bool | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidOptionError(f"@flow decorates a function, got {fn!r}")
@@ -96,6 +113,10 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.result_storage = check_result_storage(owner, result_storage)
+        self.persist_result = check_optional_bool(owner, "persist_result", persist_result)
+        self.result_serializer = check_serializer(owner, result_serializer)
+        self.refresh_cache = check_optional_bool(owner, "refresh_cache", refresh_cache)
         self.parameters = ParameterModel(fn, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -158,6 +179,15 @@ class _FlowRunner:
             return self._finish(flow_run, Failed(str(exc), data=exc))
         flow_run.parameters = parameters
         call_args, call_kwargs = flow.parameters.call_arguments(parameters)
+        options = (flow.result_storage, flow.persist_result, flow.result_serializer, flow.refresh_cache)
+        self.storage = self.parent.engine.storage.child(*options) if self.parent is not None else RunStorage(*options)
+        if self.storage.persist_result is not False:
+            try:
+                store = self.storage.store()  # probed: a bad bucket fails here, before any task
+            except (StorageError, InvalidOptionError) as exc:
+                logger.error("Flow run %r - %s", flow_run.name, exc)
+                return self._finish(flow_run, Failed(str(exc), data=exc))
+            flow_run.result_storage = store.url
 
         runner, owns_runner = self._runner()
         flow_run.runner = repr(runner)
@@ -171,6 +201,11 @@ class _FlowRunner:
                 logger.error("Flow run %r - %s", flow_run.name, error)
                 return self._finish(flow_run, Crashed(str(error), data=error))
         try:
+            try:
+                self.storage.check_runner(runner)
+            except InvalidOptionError as exc:
+                logger.error("Flow run %r - %s", flow_run.name, exc)
+                return self._finish(flow_run, Failed(str(exc), data=exc))
             logger.info("Flow run %r - beginning flow %r on %s", flow_run.name, flow.name, runner.name)
             if owns_runner and runner.dashboard_link:
                 logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
@@ -210,7 +245,9 @@ class _FlowRunner:
 
     def _attempt(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any], counters: Counter[str]) -> State:
         flow = self.flow
-        engine = FlowRunEngine(flow_run, runner, log_level=self.log_level, log_prints=flow.log_prints, counters=counters)
+        engine = FlowRunEngine(
+            flow_run, runner, self.storage, log_level=self.log_level, log_prints=flow.log_prints, counters=counters
+        )
         engine.start()
         context = FlowRunContext(flow, flow_run, engine, engine.log_level)
         flow_run.set_state(Running())
@@ -336,6 +373,10 @@ def flow(
     log_prints: bool = False,
     on_completion: Hook | Sequence[Hook] | None = None,
     on_failure: Hook | Sequence[Hook] | None = None,
+    result_storage: Store | str | None = None,
+    persist_result: bool | None = None,
+    result_serializer: str | None = None,
+    refresh_cache: bool | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -359,6 +400,17 @@ def flow(__fn: Any = None, **options: Any) -> Any:
         Send ``print`` output of the body and its tasks to the run log.
     on_completion, on_failure : callable or list of callables
         ``hook(flow, flow_run, state)``, called once the run is final.
+    result_storage : str or Store, optional
+        Default store of the run's tasks: a folder, ``s3://bucket/prefix``, or a
+        :class:`Store`. Else config ``daskflow.storage.url``, else ``./.daskflow``.
+        It is probed (write, read, delete) before anything runs.
+    persist_result : bool, optional
+        Default for the tasks' ``persist_result`` (True when unset).
+    result_serializer : str, optional
+        Default for the tasks' ``result_serializer`` (``"pickle"``).
+    refresh_cache : bool, optional
+        Recompute cached tasks in this run and overwrite their entries (a task's
+        own ``refresh_cache`` wins).
 
     Examples
     --------

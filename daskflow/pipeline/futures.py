@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import time
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, NamedTuple, TypeVar
 
@@ -132,17 +131,19 @@ def as_completed(futures: Iterable[TaskFuture[Any]], timeout: float | None = Non
     TimeoutError
         If not all futures are final within ``timeout`` seconds.
     """
-    futures = list(dict.fromkeys(futures))
-    finished: queue.SimpleQueue[TaskFuture[Any]] = queue.SimpleQueue()
-    for future in futures:
-        future._node.engine.add_done_callback(future._node, lambda f=future: finished.put(f))
+    pending = list(dict.fromkeys(futures))
+    total = len(pending)
     deadline = None if timeout is None else time.monotonic() + timeout
-    for _ in futures:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            yield finished.get(timeout=remaining)
-        except queue.Empty:
-            raise TimeoutError(f"{len(futures)} futures did not all finish within {timeout} s") from None
+    while pending:
+        done = [f for f in pending if f.done()]
+        if not done:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not pending[0]._node.engine.wait_for(lambda: any(f.done() for f in pending), remaining):
+                raise TimeoutError(f"{len(pending)} of {total} futures did not finish within {timeout} s")
+            continue
+        for future in done:
+            pending.remove(future)
+            yield future
 
 
 class unmapped:  # noqa: N801 - Prefect's name

@@ -7,7 +7,17 @@ from typing import Any, Callable, Sequence
 
 from ..exceptions import InvalidOptionError
 
-__all__ = ["Hook", "check_hooks", "check_name", "check_resources", "check_tags", "check_timeout"]
+__all__ = [
+    "Hook",
+    "check_hooks",
+    "check_name",
+    "check_optional_bool",
+    "check_resources",
+    "check_result_storage",
+    "check_serializer",
+    "check_tags",
+    "check_timeout",
+]
 
 #: A state hook: ``hook(task_or_flow, run, state)``.
 Hook = Callable[..., None]
@@ -60,3 +70,38 @@ def check_resources(owner: str, resources: Mapping[str, float] | None) -> dict[s
         if not isinstance(key, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
             raise InvalidOptionError(f"{owner}: resources must map names to positive numbers, got {key!r}: {amount!r}")
     return dict(resources)
+
+
+def check_optional_bool(owner: str, label: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidOptionError(f"{owner}: {label} must be True, False or None, got {value!r}")
+
+
+def check_result_storage(owner: str, value: Any) -> Any:
+    """A URL, folder or Store; resolved (and probed) when a run first uses it."""
+    import os
+
+    from ..storage.store import Store
+
+    if value is None or isinstance(value, Store):
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise InvalidOptionError(
+        f"{owner}: result_storage must be a folder, a URL like 's3://bucket/prefix', or a daskflow Store, got {value!r}"
+    )
+
+
+def check_serializer(owner: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    from ..storage.serializers import get_serializer
+
+    try:
+        get_serializer(value)
+    except InvalidOptionError as exc:
+        raise InvalidOptionError(f"{owner}: {exc}") from None
+    return value

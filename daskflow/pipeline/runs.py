@@ -55,6 +55,11 @@ class TaskRun:
     end_time: float | None = None
     error: str | None = None
     traceback: str | None = None
+    #: The cache key (``None``: not cached) and whether this run reused a stored result.
+    cache_key: str | None = None
+    cache_hit: bool = False
+    #: Where the result is stored (a URL of its manifest), once known.
+    result_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.state_history:
@@ -82,6 +87,8 @@ class FlowRun:
     tags: tuple[str, ...] = ()
     runner: str = ""
     parent_flow_run_id: str | None = None
+    #: The default store of this run's results.
+    result_storage: str | None = None
     state: State = field(default_factory=Pending)
     state_history: list[State] = field(default_factory=list)
     start_time: float = field(default_factory=time.time)

@@ -17,6 +17,7 @@ from ..exceptions import CancelledRun, CrashedError, UpstreamFailedError
 
 __all__ = [
     "AwaitingRetry",
+    "Cached",
     "Cancelled",
     "Completed",
     "Crashed",
@@ -169,6 +170,8 @@ Pending = _maker(StateType.PENDING, "Pending")
 Running = _maker(StateType.RUNNING, "Running")
 Retrying = _maker(StateType.RUNNING, "Retrying")
 Completed = _maker(StateType.COMPLETED, "Completed")
+#: A task run that reused a stored result instead of running.
+Cached = _maker(StateType.COMPLETED, "Cached")
 Failed = _maker(StateType.FAILED, "Failed")
 TimedOut = _maker(StateType.FAILED, "TimedOut")
 Crashed = _maker(StateType.CRASHED, "Crashed")

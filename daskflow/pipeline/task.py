@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import inspect
 import re
@@ -10,9 +11,21 @@ from typing import Any, Callable, Generic, ParamSpec, Sequence, TypeVar, overloa
 
 from ..exceptions import InvalidOptionError, MappingLengthMismatch, MissingContextError
 from ..runners.execute import TASK_RUN_CONTEXT
+from ..storage.store import Store
+from .cache import NONE, CachePolicy, check_cache_policy, check_expiration
 from .context import FLOW_RUN_CONTEXT
 from .futures import TaskFuture, TaskFutureList, unmapped
-from .options import Hook, check_hooks, check_name, check_resources, check_tags, check_timeout
+from .options import (
+    Hook,
+    check_hooks,
+    check_name,
+    check_optional_bool,
+    check_resources,
+    check_result_storage,
+    check_serializer,
+    check_tags,
+    check_timeout,
+)
 from .retries import RetryDelay, validate_retry_options
 
 __all__ = ["Task", "task"]
@@ -44,6 +57,13 @@ class Task(Generic[P, R]):
         on_completion: Hook | Sequence[Hook] | None = None,
         on_failure: Hook | Sequence[Hook] | None = None,
         resources: Mapping[str, float] | None = None,
+        cache_policy: CachePolicy | None = None,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: datetime.timedelta | float | None = None,
+        refresh_cache: bool | None = None,
+        persist_result: bool | None = None,
+        result_storage: Store | str | None = None,
+        result_serializer: str | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
@@ -66,6 +86,19 @@ class Task(Generic[P, R]):
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
         self.resources = check_resources(owner, resources)
+        self.cache_policy = check_cache_policy(owner, cache_policy)
+        if cache_key_fn is not None and not callable(cache_key_fn):
+            raise InvalidOptionError(f"{owner}: cache_key_fn must be callable(context, parameters) -> str | None, got {cache_key_fn!r}")
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = check_expiration(owner, cache_expiration)
+        self.refresh_cache = check_optional_bool(owner, "refresh_cache", refresh_cache)
+        self.persist_result = check_optional_bool(owner, "persist_result", persist_result)
+        if persist_result is False and ((cache_policy is not None and cache_policy is not NONE) or cache_key_fn is not None):
+            raise InvalidOptionError(
+                f"{owner}: caching needs a persisted result; drop persist_result=False, or the cache_policy/cache_key_fn"
+            )
+        self.result_storage = check_result_storage(owner, result_storage)
+        self.result_serializer = check_serializer(owner, result_serializer)
         self.slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.name)[:60] or "task"
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
@@ -77,7 +110,8 @@ class Task(Generic[P, R]):
     _OPTIONS = (
         "name", "description", "tags", "version", "retries", "retry_delay_seconds",
         "retry_jitter_factor", "retry_condition_fn", "timeout_seconds", "log_prints",
-        "on_completion", "on_failure", "resources",
+        "on_completion", "on_failure", "resources", "cache_policy", "cache_key_fn", "cache_expiration",
+        "refresh_cache", "persist_result", "result_storage", "result_serializer",
     )
 
     def with_options(self, **changes: Any) -> Task[P, R]:
@@ -234,6 +268,13 @@ def task(
     on_completion: Hook | Sequence[Hook] | None = None,
     on_failure: Hook | Sequence[Hook] | None = None,
     resources: Mapping[str, float] | None = None,
+    cache_policy: CachePolicy | None = None,
+    cache_key_fn: Callable[..., str | None] | None = None,
+    cache_expiration: datetime.timedelta | float | None = None,
+    refresh_cache: bool | None = None,
+    persist_result: bool | None = None,
+    result_storage: Store | str | None = None,
+    result_serializer: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -264,6 +305,28 @@ def task(__fn: Any = None, **options: Any) -> Any:
         ``hook(task, task_run, state)``, called on the driver once the task run is final.
     resources : dict, optional
         Dask worker resources each attempt needs, e.g. ``{"GPU": 1}``.
+    cache_policy : CachePolicy, optional
+        What the cache key is made of; default ``INPUTS + TASK_SOURCE``, so a
+        rerun with the same inputs and code loads the stored result instead of
+        running. ``NONE`` turns caching off. ``version=`` is part of every key:
+        bump it when a helper the task calls changes.
+    cache_key_fn : callable, optional
+        ``fn(context, parameters) -> str | None`` makes the key instead (Prefect's
+        signature; :func:`task_input_hash` is one). ``None`` means "do not cache".
+    cache_expiration : timedelta or float, optional
+        How long a stored result may be reused (seconds if a number).
+    refresh_cache : bool, optional
+        Run even on a cache hit and overwrite the entry. ``None`` inherits the
+        flow's setting, then config ``daskflow.cache.refresh``.
+    persist_result : bool, optional
+        Store the result (default True; ``None`` inherits the flow's setting).
+        Without it the task is not cached either.
+    result_storage : str or Store, optional
+        Where results go: a folder, ``s3://bucket/prefix``, or a :class:`Store`.
+        Default: the flow's, then config ``daskflow.storage.url``, then ``./.daskflow``.
+    result_serializer : str, optional
+        ``"pickle"`` (cloudpickle, the default), ``"json"`` or a name registered
+        with :func:`daskflow.storage.register_serializer`.
 
     Examples
     --------

@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .execute import AttemptSpec
+from .execute import AttemptSpec, StoredRef
 
 __all__ = ["AttemptCall", "Outcome", "ReportSink", "TaskRunner"]
 
@@ -72,6 +72,18 @@ class TaskRunner(abc.ABC):
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         """Ship a task function once per run; the result goes into ``AttemptCall.fn``."""
         return fn
+
+    def load(self, ref: StoredRef) -> Any:
+        """Something to pass in later submits where a stored result is an input.
+
+        The default passes the reference itself; the attempt loads it where it
+        runs. A runner may instead load once and share the value.
+        """
+        return ref
+
+    def shares_memory(self) -> bool:
+        """Whether every attempt runs in this process (so a ``memory://`` store works)."""
+        return False
 
     @abc.abstractmethod
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:

@@ -22,7 +22,7 @@ import cloudpickle
 
 from ..exceptions import InvalidOptionError, RunnerError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
-from .execute import AttemptError, AttemptSpec, execute_attempt
+from .execute import AttemptError, AttemptSpec, InputLoadError, StoredRef, execute_attempt, load_stored
 
 __all__ = ["DaskTaskRunner", "REPORT_TOPIC"]
 
@@ -86,7 +86,7 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     publish = _Publisher(worker)
     try:
         value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
-    except AttemptError:
+    except (AttemptError, InputLoadError):
         publish.finish()  # the report travels inside the error
         _ReportedFailures.install()
         _ReportedFailures.keys.add(key)
@@ -97,6 +97,18 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     # a start after an end is Dask recomputing a result lost with its worker.
     publish(report)
     return value
+
+
+def load_on_worker(ref: StoredRef) -> Any:
+    """The Dask task that loads a stored input (see :meth:`DaskTaskRunner.load`)."""
+    try:
+        return load_stored(ref)
+    except InputLoadError:
+        from distributed.worker import thread_state
+
+        _ReportedFailures.install()  # the driver reports it (and recomputes the input)
+        _ReportedFailures.keys.add(getattr(thread_state, "key", None))
+        raise
 
 
 #: An attempt's start report is held back this long; an attempt that ends sooner
@@ -335,6 +347,15 @@ class DaskTaskRunner(TaskRunner):
         if len(blob) <= SHIP_ONCE_BYTES:
             return fn  # pickled by reference or tiny: cheaper to send along than to depend on
         return self.client.submit(load_callable, blob, key=f"daskflow-fn-{name}-{uuid.uuid4().hex}", pure=False)
+
+    def load(self, ref: StoredRef) -> Any:
+        # One load per run, kept in cluster memory and moved worker to worker
+        # like any result, however many tasks take it as input.
+        return self.client.submit(load_on_worker, ref, key=f"daskflow-load-{ref.key[:20]}-{uuid.uuid4().hex[:12]}", pure=False)
+
+    def shares_memory(self) -> bool:
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        return bool(workers) and all(address.startswith("inproc://") for address in workers)
 
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         client = self.client

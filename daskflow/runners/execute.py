@@ -33,16 +33,22 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from ..exceptions import TaskTimeoutError
+from .._collections import find_instances, replace_instances
+from ..exceptions import CorruptedResultError, SerializationError, StorageError, TaskTimeoutError
+from ..storage.store import Store
 
 __all__ = [
     "AttemptError",
     "AttemptSpec",
+    "InputLoadError",
     "PRINT_SINK",
+    "ResultSpec",
+    "StoredRef",
     "TASK_RUN_CONTEXT",
     "TaskRunContext",
     "execute_attempt",
     "install_print_capture",
+    "load_stored",
 ]
 
 #: Log lines shipped per report; a chatty task flushes a batch each time it fills.
@@ -50,6 +56,92 @@ LOG_BATCH = 200
 #: Longest log line kept; longer ones are cut with a marker (a runaway print of a
 #: whole array must not blow up the scheduler's event stream).
 MAX_LINE = 20_000
+
+
+class ResultSpec(NamedTuple):
+    """Where and how an attempt stores its result.
+
+    ``reuse`` says which existing entry the attempt may load instead of running
+    (the driver found none, but a rerun after a lost worker, or another run of
+    the same key, may have committed it since): ``"any"`` for a cache key,
+    ``"run"`` only one written by this flow run (``refresh_cache``).
+    """
+
+    store: Store
+    key: str
+    serializer: str = "pickle"
+    expiration: float | None = None
+    overwrite: bool = False
+    reuse: str = "any"
+    meta: dict[str, Any] | None = None
+
+
+class StoredRef:
+    """An argument that is a stored result: loaded where the attempt runs.
+
+    A plain class, not a tuple: containers of arguments are walked for futures,
+    and this must stay one opaque value.
+    """
+
+    __slots__ = ("store", "key", "task_run_id", "task_run_name")
+
+    def __init__(self, store: Store, key: str, task_run_id: str, task_run_name: str) -> None:
+        self.store = store
+        self.key = key
+        self.task_run_id = task_run_id
+        self.task_run_name = task_run_name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StoredRef, (self.store, self.key, self.task_run_id, self.task_run_name))
+
+    def __repr__(self) -> str:
+        return f"StoredRef({self.task_run_name!r}, {self.key!r})"
+
+
+class InputLoadError(Exception):
+    """A stored input could not be loaded: ``corrupted`` (or missing) entries are
+    recomputed by the driver; other storage errors fail the attempt."""
+
+    def __init__(self, task_run_id: str, key: str, corrupted: bool, message: str) -> None:
+        super().__init__(task_run_id, key, corrupted, message)
+        self.task_run_id = task_run_id
+        self.key = key
+        self.corrupted = corrupted
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_stored(ref: StoredRef) -> Any:
+    """The value of a stored result, verified before it is deserialised.
+
+    Raises
+    ------
+    InputLoadError
+        If the entry is missing, corrupted or unreadable.
+    """
+    try:
+        return ref.store.read_result(ref.key)
+    except (CorruptedResultError, FileNotFoundError) as exc:
+        message = f"the stored result of task run {ref.task_run_name!r} ({ref.key} in {ref.store.url}) could not be used: {exc}"
+        raise InputLoadError(ref.task_run_id, ref.key, True, message) from None
+    except (StorageError, SerializationError) as exc:
+        message = f"cannot load the stored result of task run {ref.task_run_name!r} from {ref.store.url}: {exc}"
+        raise InputLoadError(ref.task_run_id, ref.key, False, message) from None
+
+
+def _load_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if not find_instances((args, kwargs), StoredRef):
+        return args, kwargs
+    loaded: dict[str, Any] = {}
+
+    def load(ref: StoredRef) -> Any:
+        if ref.key not in loaded:
+            loaded[ref.key] = load_stored(ref)
+        return loaded[ref.key]
+
+    return replace_instances((args, kwargs), StoredRef, load)
 
 
 class AttemptSpec(NamedTuple):
@@ -66,6 +158,7 @@ class AttemptSpec(NamedTuple):
     timeout_seconds: float | None = None
     log_prints: bool = False
     log_level: int = logging.INFO
+    result: ResultSpec | None = None
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).
@@ -293,11 +386,23 @@ def execute_attempt(
         publish(_message(spec, "start", k=key, s=started, pid=os.getpid()))
     token = TASK_RUN_CONTEXT.set(context)
     print_token = PRINT_SINK.set(_print_sink(context) if spec.log_prints else None)
+    stored: dict[str, Any] = {}
     try:
-        if spec.timeout_seconds is not None:
-            value = _call_with_timeout(fn, args, kwargs, spec)
+        args, kwargs = _load_inputs(args, kwargs)
+        result = spec.result
+        reused = _reuse_stored(result, spec) if result is not None and result.reuse != "none" else _MISSING
+        if reused is not _MISSING:
+            value = reused
+            stored["reused"] = True
         else:
-            value = _call(fn, args, kwargs)
+            if spec.timeout_seconds is not None:
+                value = _call_with_timeout(fn, args, kwargs, spec)
+            else:
+                value = _call(fn, args, kwargs)
+            if result is not None:
+                value = _store_result(result, spec, value, stored)
+    except InputLoadError:
+        raise  # the driver recomputes the input (or fails this run), nothing ran
     except BaseException as exc:
         if isinstance(exc, TaskTimeoutError):
             kind = "timed_out"
@@ -319,7 +424,55 @@ def execute_attempt(
     finally:
         PRINT_SINK.reset(print_token)
         TASK_RUN_CONTEXT.reset(token)
-    return value, _report(spec, started, context, key)
+    report = _report(spec, started, context, key)
+    if stored:
+        report.update(stored)
+    return value, report
+
+
+_MISSING = object()
+
+
+def _reuse_stored(result: ResultSpec, spec: AttemptSpec) -> Any:
+    """The committed value of this attempt's key, if one may be used instead of
+    running: Dask recomputing a result lost with its worker finds it here."""
+    manifest = result.store.read_manifest(result.key) if result.reuse != "none" else None
+    if manifest is None or manifest.expired():
+        return _MISSING
+    if result.reuse == "run" and manifest.meta.get("flow_run_id") != spec.flow_run_id:
+        return _MISSING
+    try:
+        return result.store.read_result(result.key, manifest)
+    except (CorruptedResultError, FileNotFoundError):
+        return _MISSING  # quarantined by the store: compute it again
+
+
+def _store_result(result: ResultSpec, spec: AttemptSpec, value: Any, stored: dict[str, Any]) -> Any:
+    """Commit ``value``; return the value this run should use (the first writer's,
+    if another run committed the same key first)."""
+    meta = dict(result.meta or {})
+    meta.update(flow_run_id=spec.flow_run_id, task_run_id=spec.task_run_id, attempt=spec.attempt)
+    expires = time.time() + result.expiration if result.expiration is not None else None
+    try:
+        manifest, adopted = result.store.write_result(
+            result.key, value, serializer=result.serializer, expires=expires, meta=meta, overwrite=result.overwrite
+        )
+    except SerializationError as exc:
+        raise SerializationError(
+            f"task run {spec.task_run_name!r} returned a value that cannot be stored: {exc}. Return a "
+            f"picklable value, choose another result_serializer, or set persist_result=False on the task"
+        ) from None
+    stored["size"] = manifest.size
+    if not adopted:
+        return value
+    stored["adopted"] = True
+    try:
+        return result.store.read_result(result.key, manifest)
+    except (CorruptedResultError, FileNotFoundError):
+        # The first writer's entry is bad (and now quarantined): ours replaces it.
+        result.store.write_result(result.key, value, serializer=result.serializer, expires=expires, meta=meta, overwrite=True)
+        stored.pop("adopted")
+        return value
 
 
 def _print_sink(context: TaskRunContext) -> Callable[[str], None]:

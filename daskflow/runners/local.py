@@ -25,6 +25,9 @@ class _InProcessRunner(TaskRunner):
     def subscribe(self, flow_run_id: str, sink: ReportSink) -> None:
         self._sinks[flow_run_id] = sink
 
+    def shares_memory(self) -> bool:
+        return True
+
     def unsubscribe(self, flow_run_id: str) -> None:
         self._sinks.pop(flow_run_id, None)
 
