@@ -104,3 +104,25 @@ def block_until(marker_dir: str, name: str, timeout: float = 60.0) -> int:
             raise TimeoutError("never released")
         time.sleep(0.02)
     return os.getpid()
+
+
+def runs_of(marker_dir: str, name: str) -> int:
+    """How many times :func:`counted` ran under ``name``."""
+    path = Path(marker_dir, f"{name}.runs")
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@task
+def counted(marker_dir: str, name: str, value):
+    """Returns ``value``; appends a line per execution to ``marker_dir/name.runs``."""
+    with open(Path(marker_dir, f"{name}.runs"), "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return value
+
+
+@task
+def combine(marker_dir: str, name: str, *values):
+    """Sums its inputs; counted like :func:`counted`."""
+    with open(Path(marker_dir, f"{name}.runs"), "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return sum(values)

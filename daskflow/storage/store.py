@@ -229,7 +229,7 @@ class Store:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Workers rebuild the filesystem from the URL; credentials stay here.
-        return (_store_from_url, (self.url, _freeze(shareable_options(self.storage_options)), self.signed))
+        return (_store_from_url, (self.url, _freeze(shareable_options(self.storage_options)), self.key_id))
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -605,13 +605,36 @@ class Store:
             logger.debug("quarantine of %s incomplete", key, exc_info=True)
         self.delete(manifest_path)
 
+    @property
+    def key_id(self) -> str | None:
+        """A fingerprint of the signing key (not the key): lets a worker check it
+        holds the same key as the driver."""
+        if self._signing_key is None:
+            return None
+        return hashlib.sha256(b"daskflow-key-id:" + self._signing_key).hexdigest()[:12]
+
+    def _check_signing_key(self) -> None:
+        """Refuse to work on a store whose creator signs entries with a key this
+        process does not have (raised on use, never while unpickling, which would
+        break the worker's connection)."""
+        expected = getattr(self, "_expected_key_id", None)
+        if expected is not None and expected != self.key_id:
+            problem = "has no signing key" if self.key_id is None else "has a different signing key"
+            raise StorageError(
+                f"entries in {self.url} are signed, but this process {problem}; set the same "
+                "DASK_DASKFLOW__STORAGE__SIGNING_KEY (config daskflow.storage.signing-key) on the driver and every worker",
+                self.url, "read",
+            )
+
     def _sign(self, manifest: Manifest) -> Manifest:
+        self._check_signing_key()
         if self._signing_key is None:
             return manifest
         digest = hmac.new(self._signing_key, manifest.signed_bytes(), hashlib.sha256).hexdigest()
         return Manifest(**{**asdict(manifest), "hmac": digest})
 
     def _verified_manifest(self, key: str, data: bytes) -> Manifest:
+        self._check_signing_key()
         manifest = Manifest.from_bytes(key, data)
         if self._signing_key is not None:
             expected = hmac.new(self._signing_key, manifest.signed_bytes(), hashlib.sha256).hexdigest()
@@ -719,15 +742,10 @@ def _freeze(options: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _store_from_url(url: str, frozen_options: str, signed: bool) -> Store:
+def _store_from_url(url: str, frozen_options: str, key_id: str | None) -> Store:
     """Rebuild a store on a worker from its URL (one per process, filesystem reused)."""
     store = Store(url, json.loads(frozen_options))
-    if signed and not store.signed:
-        raise StorageError(
-            f"entries in {url} are signed, but this process has no signing key; set "
-            "DASK_DASKFLOW__STORAGE__SIGNING_KEY (config daskflow.storage.signing-key) on every worker",
-            url, "read",
-        )
+    store._expected_key_id = key_id
     return store
 
 
