@@ -665,6 +665,12 @@ class FlowRunEngine:
         record = node.record
         for created, level, message in report.get("logs", ()):
             emit_line(self.flow_run, LogLine(created, level, message, record.id, record.name))
+        if report.get("reused") and report.get("ev") == "end":
+            # The attempt found the result already committed (Dask recomputing a
+            # result lost with its worker, or another run of the same key) and
+            # loaded it instead of running the function.
+            record.reloads += 1
+            logger.info("Task run %r - loaded its stored result on %s instead of running it again", record.name, report.get("worker"))
         if node.final or report.get("k") not in (None, record.dask_keys[-1] if record.dask_keys else None):
             return  # a stale attempt, or Dask recomputing a result lost with its worker
         event = report.get("ev")

@@ -60,6 +60,9 @@ class TaskRun:
     cache_hit: bool = False
     #: Where the result is stored (a URL of its manifest), once known.
     result_url: str | None = None
+    #: Times an attempt loaded the committed result instead of running (after a
+    #: worker holding it died, Dask's recompute becomes a load).
+    reloads: int = 0
 
     def __post_init__(self) -> None:
         if not self.state_history:
