@@ -14,6 +14,10 @@ flow's own Client connecting to the shared scheduler (its fixed cost is reported
 separately as the ``empty`` flow). Between timed runs the script waits until the
 scheduler holds no tasks, so one run's cleanup does not land in the next.
 
+The flows run with ``persist_result=False``: this measures the engine against raw
+Dask, which persists nothing (and a persisted rerun would be a cache hit).
+``benchmarks/cache.py`` measures what persistence and caching cost and save.
+
 Run from the repository root::
 
     python benchmarks/overhead.py                      # N = 1000 5000, 3 repeats
@@ -99,32 +103,32 @@ RAW = {
 
 
 # --------------------------------------------------------------------------- daskflow
-@flow(name="bench-empty")
+@flow(name="bench-empty", persist_result=False)
 def flow_empty(n: int) -> None:
     return None
 
 
-@flow(name="bench-independent")
+@flow(name="bench-independent", persist_result=False)
 def flow_independent(n: int) -> None:
     futures = [noop_task.submit(i) for i in range(n)]
     flow_wait(futures)
     return None
 
 
-@flow(name="bench-independent-map")
+@flow(name="bench-independent-map", persist_result=False)
 def flow_independent_map(n: int) -> None:
     futures = noop_task.map(range(n))
     flow_wait(futures)
     return None
 
 
-@flow(name="bench-fan-in")
+@flow(name="bench-fan-in", persist_result=False)
 def flow_fan_in(n: int) -> int:
     futures = [noop_task.submit(i) for i in range(n)]
     return reduce_task.submit(futures).result()
 
 
-@flow(name="bench-chain")
+@flow(name="bench-chain", persist_result=False)
 def flow_chain(n: int) -> int:
     future = noop_task.submit(0)
     for _ in range(1, n):
