@@ -56,7 +56,11 @@ def main() -> None:
     run = state.run
     print(f"\nflow run {run.name}: {state.name}, task runs {run.state_counts()}, {run.end_time - run.start_time:.1f} s")
     retried = run.task_run("flaky_average-0")
-    print(f"flaky_average took {retried.attempts} attempts: {' -> '.join(s.name for s in retried.state_history)}")
+    if retried.cache_hit:
+        print(f"every result was reused from {run.result_storage}; change --batches or --points to compute new ones")
+    else:
+        print(f"flaky_average took {retried.attempts} attempts: {' -> '.join(s.name for s in retried.state_history)}")
+        print(f"results are stored in {run.result_storage}; run again and nothing is recomputed")
     raise SystemExit(0 if state.is_completed() else 1)
 
 
