@@ -326,8 +326,17 @@ def compute_key(
         )
         if explicit:
             raise CacheKeyError(message) from exc
-        warnings.warn(message + "; it runs uncached", CacheKeyWarning, stacklevel=5)
+        warnings.warn(message + "; it runs uncached", CacheKeyWarning, stacklevel=_caller_level())
         return None
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside daskflow (the user's call)."""
+    package = __name__.split(".")[0] + "."
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _culprit(inputs: dict[str, Any]) -> str | None:
