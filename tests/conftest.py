@@ -17,6 +17,8 @@ import pytest
 
 from daskflow import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner
 
+from .s3 import s3_server, s3_store_url  # noqa: F401  (fixtures)
+
 REPO = Path(__file__).resolve().parent.parent
 
 RUNNERS = ["sequential", "concurrent", "dask-threads", "dask-processes", "dask-cli"]

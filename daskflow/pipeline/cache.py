@@ -33,8 +33,9 @@ import textwrap
 import types
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from dask.base import tokenize
 
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from .task import Task
 
 __all__ = [
-    "CacheKeyContext",
-    "CachePolicy",
     "DEFAULT",
     "FLOW_PARAMETERS",
     "INPUTS",
@@ -55,6 +54,8 @@ __all__ = [
     "RUN_ID",
     "SCHEME_VERSION",
     "TASK_SOURCE",
+    "CacheKeyContext",
+    "CachePolicy",
     "UpstreamKey",
     "source_fingerprint",
     "task_input_hash",

@@ -34,8 +34,9 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .._collections import find_instances, replace_instances
 from ..exceptions import (
@@ -48,7 +49,13 @@ from ..exceptions import (
     UpstreamFailedError,
 )
 from ..runners.base import AttemptCall, TaskRunner
-from ..runners.execute import AttemptError, AttemptSpec, InputLoadError, ResultSpec, StoredRef
+from ..runners.execute import (
+    AttemptError,
+    AttemptSpec,
+    InputLoadError,
+    ResultSpec,
+    StoredRef,
+)
 from ..storage.store import Manifest
 from .cache import CacheKeyContext, UpstreamKey, compute_key
 from .context import emit_line
@@ -84,10 +91,30 @@ class TaskNode:
     """Engine-side bookkeeping of one task run (the record is what users see)."""
 
     __slots__ = (
-        "engine", "task", "record", "args", "kwargs", "upstream", "wait_for", "dependents",
-        "handle", "submission", "attempt", "retries_used", "waiting", "final", "done",
-        "callbacks", "last_end", "running_on", "storage", "result_key", "lookup", "recomputing",
-        "recomputes", "recompute_done",
+        "args",
+        "attempt",
+        "callbacks",
+        "dependents",
+        "done",
+        "engine",
+        "final",
+        "handle",
+        "kwargs",
+        "last_end",
+        "lookup",
+        "recompute_done",
+        "recomputes",
+        "recomputing",
+        "record",
+        "result_key",
+        "retries_used",
+        "running_on",
+        "storage",
+        "submission",
+        "task",
+        "upstream",
+        "wait_for",
+        "waiting",
     )
 
     def __init__(self, engine: FlowRunEngine, task: Task, record: TaskRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -772,7 +799,7 @@ class _BodyFailed(Exception):
 class _Done:
     """Queue item: an attempt's handle finished. Callable, as a runner callback."""
 
-    __slots__ = ("queue", "node", "submission", "handle")
+    __slots__ = ("handle", "node", "queue", "submission")
 
     def __init__(self, q: queue.SimpleQueue[Any], node: TaskNode, submission: int) -> None:
         self.queue = q
@@ -789,7 +816,7 @@ class _Done:
 class _LookedUp:
     """Queue item: the cache lookups of some task runs came back."""
 
-    __slots__ = ("nodes", "found")
+    __slots__ = ("found", "nodes")
 
     def __init__(self, nodes: list[TaskNode], found: dict[str, Manifest | None] | BaseException) -> None:
         self.nodes = nodes
@@ -800,7 +827,7 @@ class _StoredFetch:
     """Loads a Cached task's value from storage, once, verified; recomputes it
     (while the run is alive) if the entry proves unusable."""
 
-    __slots__ = ("engine", "node", "manifest", "lock", "value", "fetched")
+    __slots__ = ("engine", "fetched", "lock", "manifest", "node", "value")
 
     def __init__(self, engine: FlowRunEngine, node: TaskNode, manifest: Manifest) -> None:
         self.engine = engine
@@ -826,7 +853,7 @@ class _StoredFetch:
 class _Fetch:
     """Brings a completed task's value to the caller, once, then keeps it."""
 
-    __slots__ = ("engine", "node", "handle", "lock", "value", "fetched")
+    __slots__ = ("engine", "fetched", "handle", "lock", "node", "value")
 
     def __init__(self, engine: FlowRunEngine, node: TaskNode, handle: Any) -> None:
         self.engine = engine

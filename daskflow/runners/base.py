@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .execute import AttemptSpec, StoredRef
 
@@ -89,7 +90,7 @@ class TaskRunner(abc.ABC):
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         """Submit attempts (one batch) and return one handle each."""
 
-    def run_pending(self) -> None:  # noqa: B027 - an optional hook, not abstract
+    def run_pending(self) -> None:
         """Execute attempts a runner queued in :meth:`submit` to run in the caller's
         thread. The engine calls it after releasing its lock; most runners have
         nothing to do here."""

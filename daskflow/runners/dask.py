@@ -16,15 +16,23 @@ import importlib
 import logging
 import threading
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import cloudpickle
 
 from ..exceptions import InvalidOptionError, RunnerError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
-from .execute import AttemptError, AttemptSpec, InputLoadError, StoredRef, execute_attempt, load_stored
+from .execute import (
+    AttemptError,
+    AttemptSpec,
+    InputLoadError,
+    StoredRef,
+    execute_attempt,
+    load_stored,
+)
 
-__all__ = ["DaskTaskRunner", "REPORT_TOPIC"]
+__all__ = ["REPORT_TOPIC", "DaskTaskRunner"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +129,7 @@ START_REPORT_DELAY = 0.1
 class _Publisher:
     """Sends an attempt's reports through ``Worker.log_event``, deferring the start."""
 
-    __slots__ = ("worker", "start", "ended", "lock")
+    __slots__ = ("ended", "lock", "start", "worker")
 
     def __init__(self, worker: Any) -> None:
         self.worker = worker

@@ -30,21 +30,27 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from .._collections import find_instances, replace_instances
-from ..exceptions import CorruptedResultError, SerializationError, StorageError, TaskTimeoutError
+from ..exceptions import (
+    CorruptedResultError,
+    SerializationError,
+    StorageError,
+    TaskTimeoutError,
+)
 from ..storage.store import Store
 
 __all__ = [
+    "PRINT_SINK",
+    "TASK_RUN_CONTEXT",
     "AttemptError",
     "AttemptSpec",
     "InputLoadError",
-    "PRINT_SINK",
     "ResultSpec",
     "StoredRef",
-    "TASK_RUN_CONTEXT",
     "TaskRunContext",
     "execute_attempt",
     "install_print_capture",
@@ -83,7 +89,7 @@ class StoredRef:
     and this must stay one opaque value.
     """
 
-    __slots__ = ("store", "key", "task_run_id", "task_run_name")
+    __slots__ = ("key", "store", "task_run_id", "task_run_name")
 
     def __init__(self, store: Store, key: str, task_run_id: str, task_run_name: str) -> None:
         self.store = store

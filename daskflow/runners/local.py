@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .._collections import find_instances, replace_instances
 from ..exceptions import InvalidOptionError

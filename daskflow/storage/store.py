@@ -689,30 +689,39 @@ class Store:
         return client_kwargs.get("endpoint_url") or self.storage_options.get("endpoint_url")
 
     def _error(self, exc: BaseException, operation: str, path: str) -> StorageError:
+        """Wrap a backend failure in a StorageError naming the URL, the operation and
+        the likely fix (s3fs's own messages name neither the bucket nor the key)."""
         if isinstance(exc, StorageError):
             return exc
         where = self.describe(path)
+        return StorageError(f"{operation} of {where} failed: {self._hint(exc, operation)} ({type(exc).__name__}: {exc})", where, operation)
+
+    def _hint(self, exc: BaseException, operation: str) -> str:
         endpoint = self._endpoint()
         at = f" at endpoint {endpoint}" if endpoint else ""
-        text = f"{type(exc).__name__}: {exc}"
-        bucket = self.root.split("/", 1)[0]
-        lowered = str(exc).lower()
-        if isinstance(exc, PermissionError) or "accessdenied" in lowered.replace(" ", "") or "invalidaccesskeyid" in lowered or "signaturedoesnotmatch" in lowered.replace(" ", ""):
-            hint = (
+        squashed = str(exc).lower().replace(" ", "")
+        remote = not self.local and self.protocol != "memory"
+        if type(exc).__name__ == "NoCredentialsError":
+            return (
+                "no credentials were found in this process: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE or an instance role here (workers need their own; daskflow never sends credentials)"
+            )
+        if isinstance(exc, PermissionError) or any(code in squashed for code in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch")):
+            if not remote:
+                return "permission denied: make the folder writable or choose another result_storage"
+            return (
                 "access was denied: check the credentials this process uses "
                 "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket policy"
-                if not self.local
-                else "permission denied: make the folder writable or choose another result_storage"
             )
-        elif not self.local and self.protocol != "memory" and ("nosuchbucket" in lowered.replace(" ", "") or "bucket does not exist" in lowered or (isinstance(exc, FileNotFoundError) and operation in ("write", "probe"))):
-            hint = f"bucket {bucket!r} does not exist{at}: create it or fix the storage URL"
-        elif _is_connection_error(exc):
-            hint = f"cannot reach the storage endpoint{at or ' (default for ' + self.protocol + ')'}: check endpoint_url and the network"
-        elif isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
-            hint = "a file stands where the store needs a folder: choose another result_storage"
-        else:
-            hint = "see the cause above"
-        return StorageError(f"{operation} of {where} failed: {hint} ({text})", where, operation)
+        if remote and ("nosuchbucket" in squashed or "bucketdoesnotexist" in squashed
+                       or (isinstance(exc, FileNotFoundError) and operation in ("write", "probe"))):
+            bucket = self.root.split("/", 1)[0]
+            return f"bucket {bucket!r} does not exist{at}: create it or fix the storage URL"
+        if _is_connection_error(exc):
+            return f"cannot reach the storage endpoint{at or ' (the default for ' + self.protocol + ')'}: check endpoint_url and the network"
+        if isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
+            return "a file stands where the store needs a folder: choose another result_storage"
+        return "see the cause above"
 
 
 def _is_connection_error(exc: BaseException) -> bool:
