@@ -358,3 +358,8 @@ def test_an_unwritable_local_folder_is_permission_denied(tmp_path):
     locked.mkdir(mode=0o500)
     with pytest.raises(StorageError, match="permission denied"):
         Store(str(locked / "store")).probe()
+
+
+def test_an_unknown_protocol_is_named():
+    with pytest.raises(InvalidOptionError, match=r"unknown protocol 'nope'"):
+        Store("nope://bucket/prefix")

@@ -205,12 +205,16 @@ class Store:
         try:
             self.fs, self.root = fsspec.url_to_fs(url, **options)
         except ImportError as exc:
-            extra = "s3" if protocol in ("s3", "s3a") else protocol
+            install = "pip install 'daskflow[s3]'" if protocol in ("s3", "s3a") else f"the fsspec package for {protocol}://"
             raise InvalidOptionError(
-                f"result storage {self.url!r} needs an fsspec backend that is not installed ({exc}); "
-                f"install it with: pip install 'daskflow[{extra}]'" if extra == "s3" else f"install the fsspec backend for {protocol!r}"
+                f"result storage {self.url!r} needs an fsspec backend that is not installed ({exc}); install {install}"
             ) from exc
         except (TypeError, ValueError) as exc:
+            if protocol not in fsspec.available_protocols():
+                raise InvalidOptionError(
+                    f"result storage {self.url!r}: unknown protocol {protocol!r}; use a folder, s3://bucket/prefix, "
+                    "memory:// or another fsspec URL"
+                ) from exc
             raise InvalidOptionError(f"result storage {self.url!r}: bad storage_options {shareable_options(options)!r}: {exc}") from exc
         self.root = self.root.rstrip("/")
         self.protocol = protocol
