@@ -34,7 +34,7 @@ from daskflow.storage import register_serializer
 
 from .tasks import combine, counted, runs_of
 
-SOME_RUNNERS = ["sequential", "concurrent", "dask-processes"]
+SOME_RUNNERS = ["sequential", "concurrent", "dask-threads", "dask-processes", "dask-cli"]
 
 
 def run(flow_obj, runner, *args, **kwargs):
