@@ -61,6 +61,9 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 # get credentials from their own environment instead.
 _SECRET_OPTION = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
 _SAFE_OPTION = {"endpoint_url", "region_name", "use_ssl", "verify", "anon", "requester_pays", "use_listings_cache"}
+# memory:// is one dict per process, shared by every Store on it: create-only
+# writes need one lock per process too, not one per Store instance.
+_MEMORY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,6 @@ class Store:
         # Without it a torn entry after a power cut fails verification and is
         # recomputed, never read as a wrong value.
         self.fsync = bool(dask.config.get("daskflow.storage.fsync", False))
-        self._memory_lock = threading.Lock()
 
     # ------------------------------------------------------------- identity
     @property
@@ -305,7 +307,7 @@ class Store:
 
     def _put_create_only(self, full: str, data: bytes) -> None:
         if self.protocol == "memory":
-            with self._memory_lock:  # one process owns a memory store: a lock is exact
+            with _MEMORY_LOCK:  # one process owns every memory store: a lock is exact
                 if self.fs.exists(full):
                     raise FileExistsError(full)
                 self.fs.pipe_file(full, data)
