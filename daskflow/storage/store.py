@@ -285,9 +285,16 @@ class Store:
 
     def _put_local(self, full: str, data: bytes, create_only: bool) -> None:
         folder = os.path.dirname(full)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except FileExistsError as exc:
+            # A file where a folder belongs: not "the object already exists",
+            # which put() reports to create-only callers as losing a race.
+            raise NotADirectoryError(exc.errno, "a file stands where a folder is needed", exc.filename) from exc
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
+            if _fchmod is not None:  # mkstemp makes 0600; a shared folder needs the umask's mode
+                _fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
                 file.flush()
@@ -744,6 +751,25 @@ def _chain(exc: BaseException | None) -> Iterable[BaseException]:
         yield exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
+
+
+def _read_umask() -> int:
+    """This process's umask, read without changing it where the OS allows
+    (``os.umask`` sets it process-wide, racing with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+_fchmod = getattr(os, "fchmod", None)  # absent on Windows before Python 3.13
 
 
 def _fsync_dir(folder: str) -> None:
