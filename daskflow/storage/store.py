@@ -101,25 +101,56 @@ class Manifest:
         """Parse a manifest; anything malformed raises :class:`CorruptedResultError`."""
         try:
             fields = json.loads(data.decode())
+            if not isinstance(fields, dict):
+                raise TypeError(f"a JSON {type(fields).__name__}, not an object")
             manifest = cls(**fields)
-            valid = (
-                manifest.key == key
-                and isinstance(manifest.size, int)
-                and isinstance(manifest.sha256, str)
-                and len(manifest.sha256) == 64
-                and isinstance(manifest.payload, str)
-                and manifest.payload == f"{key}.{manifest.sha256[:16]}"
-                and isinstance(manifest.serializer, str)
-            )
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raise CorruptedResultError(f"the manifest of entry {key} is not valid ({type(exc).__name__}: {exc})") from None
-        if not valid:
+        if not manifest._well_formed(key):
             raise CorruptedResultError(f"the manifest of entry {key} does not describe this entry")
         return manifest
+
+    def _well_formed(self, key: str) -> bool:
+        """Every field of the type the readers use (a wrong type would otherwise
+        raise later, e.g. ``expired()`` comparing a float with a string)."""
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        return (
+            self.key == key
+            and isinstance(self.size, int) and not isinstance(self.size, bool) and self.size >= 0
+            and isinstance(self.sha256, str) and re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None
+            and self.payload == f"{key}.{self.sha256[:16]}"
+            and isinstance(self.serializer, str)
+            and number(self.created)
+            and (self.expires is None or number(self.expires))
+            and isinstance(self.meta, dict)
+            and isinstance(self.version, int)
+            and (self.hmac is None or isinstance(self.hmac, str))
+        )
 
 
 def _shard(key: str) -> str:
     return f"results/{key[0:2]}/{key[2:4]}"
+
+
+def _payload_name(key: str, manifest_bytes: bytes) -> str | None:
+    """The payload a (possibly damaged) manifest names, if it is a name this
+    key's payloads can have."""
+    try:
+        name = json.loads(manifest_bytes.decode())["payload"]
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        return None
+    return name if isinstance(name, str) and re.fullmatch(re.escape(key) + r"\.[0-9a-f]{16}", name) else None
+
+
+def _still_the_entry(key: str, current: bytes, seen: Manifest | bytes | None) -> bool:
+    """Whether the manifest now stored (``current``) is the one that failed."""
+    if seen is None:
+        return True
+    if isinstance(seen, bytes):
+        return current == seen
+    return _payload_name(key, current) in (seen.payload, None)
 
 
 def _check_key(key: str) -> str:
@@ -555,7 +586,7 @@ class Store:
             try:
                 manifest = self._verified_manifest(key, data)
             except CorruptedResultError as exc:
-                self.quarantine(key, str(exc))
+                self.quarantine(key, str(exc), seen=data)
                 out[key] = None
                 continue
             out[key] = None if manifest.expired(now) else manifest
@@ -588,7 +619,10 @@ class Store:
             if hashlib.sha256(data).hexdigest() != manifest.sha256:
                 raise CorruptedResultError(f"entry {key} in {self.url}: payload sha256 does not match the manifest")
         except CorruptedResultError as exc:
-            self.quarantine(key, str(exc))
+            # Only if the entry still is the one that failed: a reader holding
+            # an older manifest (the entry was overwritten meanwhile) must not
+            # move the new, good entry away.
+            self.quarantine(key, str(exc), seen=manifest)
             raise
         codec = get_serializer(manifest.serializer)
         try:
@@ -599,10 +633,13 @@ class Store:
                 f"{type(exc).__name__}: {exc} (a class or package the result needs may be missing here)"
             ) from exc
 
-    def quarantine(self, key: str, reason: str) -> None:
-        """Move entry ``key`` aside so it reads as a miss and gets recomputed."""
-        logger.warning("corrupted entry %s in %s (%s); moving it to quarantine/ and recomputing", key, self.url, reason)
-        target = f"quarantine/{key}-{int(time.time())}-{secrets.token_hex(4)}"
+    def quarantine(self, key: str, reason: str, seen: Manifest | bytes | None = None) -> None:
+        """Move entry ``key`` aside so it reads as a miss and gets recomputed.
+
+        ``seen`` is what the caller found wrong (the manifest, or its raw bytes):
+        when given and the entry no longer matches it (another writer replaced
+        it meanwhile), the entry is left alone.
+        """
         manifest_path = self.manifest_path(key)
         try:
             data = self.get(manifest_path)
@@ -611,17 +648,21 @@ class Store:
         except StorageError:
             logger.warning("cannot read %s to quarantine it", self.describe(manifest_path), exc_info=True)
             return
+        if not _still_the_entry(key, data, seen):
+            logger.info("entry %s in %s was replaced since it failed (%s); leaving the new one", key, self.url, reason)
+            return
+        logger.warning("corrupted entry %s in %s (%s); moving it to quarantine/ and recomputing", key, self.url, reason)
+        target = f"quarantine/{key}-{int(time.time())}-{secrets.token_hex(4)}"
         try:
             self.put(f"{target}/manifest.json", data)
-            fields = json.loads(data.decode())
-            payload = f"{_shard(key)}/{fields['payload']}"
-            _check_path(payload)
-            try:
-                self.put(f"{target}/payload", self.get(payload))
-                self.delete(payload)
-            except FileNotFoundError:
-                pass
-        except Exception:  # a garbled manifest still has to go
+            payload = _payload_name(key, data)
+            if payload is not None:  # never follow a damaged manifest to another entry's payload
+                try:
+                    self.put(f"{target}/payload", self.get(f"{_shard(key)}/{payload}"))
+                    self.delete(f"{_shard(key)}/{payload}")
+                except FileNotFoundError:
+                    pass
+        except Exception:  # a failed copy must not keep the bad manifest in place
             logger.debug("quarantine of %s incomplete", key, exc_info=True)
         self.delete(manifest_path)
 
