@@ -166,7 +166,7 @@ def _check_path(path: str) -> str:
         or path.startswith("/")
         or "\\" in path
         or any(part in ("", ".", "..") for part in path.split("/"))
-        or any(ord(ch) < 32 for ch in path)
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in path)
     ):
         raise InvalidOptionError(f"storage path {path!r} must be relative, '/'-separated, without '..' or control characters")
     return path
@@ -181,10 +181,9 @@ def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``storage_options`` without credentials (what may travel to workers)."""
     safe: dict[str, Any] = {}
     for name, value in options.items():
-        if isinstance(value, Mapping):
-            safe[name] = shareable_options(value)
-        elif name in _SAFE_OPTION or not _SECRET_OPTION.search(name):
-            safe[name] = value
+        if name not in _SAFE_OPTION and _SECRET_OPTION.search(name):
+            continue  # a secret, or a mapping of them (e.g. "credentials": {...})
+        safe[name] = shareable_options(value) if isinstance(value, Mapping) else value
     return safe
 
 
@@ -239,10 +238,11 @@ class Store:
         try:
             self.fs, self.root = fsspec.url_to_fs(url, **options)
         except ImportError as exc:
-            install = "pip install 'daskflow[s3]'" if protocol in ("s3", "s3a") else f"the fsspec package for {protocol}://"
-            raise InvalidOptionError(
-                f"result storage {self.url!r} needs an fsspec backend that is not installed ({exc}); install {install}"
-            ) from exc
+            if protocol in ("s3", "s3a"):
+                install = "install it with: pip install 'daskflow[s3]'"
+            else:
+                install = f"install the fsspec backend package for {protocol}://"
+            raise InvalidOptionError(f"result storage {self.url!r} needs an fsspec backend that is not installed ({exc}); {install}") from exc
         except (TypeError, ValueError) as exc:
             if protocol not in fsspec.available_protocols():
                 raise InvalidOptionError(
@@ -367,9 +367,12 @@ class Store:
         StorageError
             For every other failure.
         """
+        full = self._full(path)  # an invalid path is the caller's error, not storage's
         try:
-            return self.fs.cat_file(self._full(path))
-        except FileNotFoundError:
+            return self.fs.cat_file(full)
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):
+                raise self._error(exc, "read", path) from exc
             raise
         except Exception as exc:
             raise self._error(exc, "read", path) from exc
@@ -404,7 +407,7 @@ class Store:
         result: dict[str, bytes | None] = {}
         for name, value in found.items():
             path = full.get(name) or full.get(self.fs._strip_protocol(name)) or name
-            if isinstance(value, FileNotFoundError):
+            if isinstance(value, FileNotFoundError) and not _missing_bucket(value):
                 result[path] = None
             elif isinstance(value, BaseException):
                 raise self._error(value, "read", path) from value
@@ -416,18 +419,22 @@ class Store:
 
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists, asked of the backend (never a listing cache)."""
+        full = self._full(path)
         try:
-            self.fs.info(self._full(path))
+            self.fs.info(full)
             return True
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):
+                raise self._error(exc, "read", path) from exc
             return False
         except Exception as exc:
             raise self._error(exc, "read", path) from exc
 
     def delete(self, path: str) -> None:
         """Remove ``path``; a missing one is fine."""
+        full = self._full(path)
         try:
-            self.fs.rm_file(self._full(path))
+            self.fs.rm_file(full)
         except FileNotFoundError:
             pass
         except Exception as exc:
@@ -754,28 +761,50 @@ class Store:
         endpoint = self._endpoint()
         at = f" at endpoint {endpoint}" if endpoint else ""
         squashed = str(exc).lower().replace(" ", "")
+        codes = _error_codes(exc)
         remote = not self.local and self.protocol != "memory"
         if type(exc).__name__ == "NoCredentialsError":
             return (
                 "no credentials were found in this process: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE or an instance role here (workers need their own; daskflow never sends credentials)"
             )
-        if isinstance(exc, PermissionError) or any(code in squashed for code in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch")):
+        denied = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+        if isinstance(exc, PermissionError) or codes & set(denied) or any(code.lower() in squashed for code in denied):
             if not remote:
                 return "permission denied: make the folder writable or choose another result_storage"
             return (
                 "access was denied: check the credentials this process uses "
                 "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket policy"
             )
-        if remote and ("nosuchbucket" in squashed or "bucketdoesnotexist" in squashed
+        if remote and ("NoSuchBucket" in codes or "bucketdoesnotexist" in squashed
                        or (isinstance(exc, FileNotFoundError) and operation in ("write", "probe"))):
             bucket = self.root.split("/", 1)[0]
             return f"bucket {bucket!r} does not exist{at}: create it or fix the storage URL"
         if _is_connection_error(exc):
-            return f"cannot reach the storage endpoint{at or ' (the default for ' + self.protocol + ')'}: check endpoint_url and the network"
+            target = endpoint or f"(the default for {self.protocol}://)"
+            return f"cannot reach the storage endpoint {target}: check endpoint_url and the network"
         if isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
             return "a file stands where the store needs a folder: choose another result_storage"
         return "see the cause above"
+
+
+def _error_codes(exc: BaseException) -> set[str]:
+    """The S3 error codes (``NoSuchBucket``, ``AccessDenied``...) in an exception's
+    chain: s3fs keeps botocore's error as the cause of the OSError it raises."""
+    codes = set()
+    for error in _chain(exc):
+        response = getattr(error, "response", None)
+        if isinstance(response, Mapping):
+            code = (response.get("Error") or {}).get("Code")
+            if isinstance(code, str):
+                codes.add(code)
+    return codes
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    """s3fs raises FileNotFoundError for a missing bucket as for a missing key;
+    only the former is a failure (every lookup would silently miss)."""
+    return bool(_error_codes(exc) & {"NoSuchBucket"})
 
 
 def _is_connection_error(exc: BaseException) -> bool:
