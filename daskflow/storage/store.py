@@ -59,7 +59,13 @@ MANIFEST_VERSION = 1
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 # Option names that hold credentials: kept out of pickles sent to workers, which
 # get credentials from their own environment instead.
-_SECRET_OPTION = re.compile(r"(key|secret|token|password|passwd|credential|session)", re.IGNORECASE)
+# Whole names (or their last "_" part), not substrings: "SSEKMSKeyId" or
+# "ServerSideEncryption" must reach workers, or they would write unencrypted.
+_SECRET_OPTION = re.compile(
+    r"(^|_)(key|secret|token|password|passwd|credentials?)$"
+    r"|^aws_(access_key_id|secret_access_key|session_token)$|connection_string",
+    re.IGNORECASE,
+)
 _SAFE_OPTION = {"endpoint_url", "region_name", "use_ssl", "verify", "anon", "requester_pays", "use_listings_cache"}
 # memory:// is one dict per process, shared by every Store on it: create-only
 # writes need one lock per process too, not one per Store instance.
@@ -233,8 +239,9 @@ class Store:
         self.storage_options = options
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         if protocol in ("s3", "s3a"):
-            # Lookups must see other processes' writes: no listing cache (RELIABILITY 2.2).
-            options.setdefault("use_listings_cache", False)
+            # Lookups must see other processes' writes: never a listing cache
+            # (RELIABILITY 2.2), even if asked for: a stale listing is a false miss.
+            options["use_listings_cache"] = False
         try:
             self.fs, self.root = fsspec.url_to_fs(url, **options)
         except ImportError as exc:
@@ -350,12 +357,21 @@ class Store:
                     raise FileExistsError(full)
                 self.fs.pipe_file(full, data)
             return
-        try:
-            self.fs.pipe_file(full, data, mode="create")
-        except TypeError:  # a backend without create-only support: best effort
-            if self.fs.exists(full):
-                raise FileExistsError(full) from None
-            self.fs.pipe_file(full, data)
+        for attempt in range(3):
+            try:
+                self.fs.pipe_file(full, data, mode="create")
+                return
+            except TypeError:  # a backend without create-only support: best effort
+                break
+            except Exception as exc:
+                # S3 answers 409 ConditionalRequestConflict when two create-only
+                # writes of one key overlap; AWS says to retry (the retry then
+                # gets 412, i.e. FileExistsError, if the other one won).
+                if "conditionalrequestconflict" not in str(exc).lower() or attempt == 2:
+                    raise
+        if self.fs.exists(full):
+            raise FileExistsError(full)
+        self.fs.pipe_file(full, data)
 
     def get(self, path: str) -> bytes:
         """The bytes at ``path``.
