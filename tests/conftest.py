@@ -57,7 +57,8 @@ def threads_cluster():
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
+        n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0",
+        worker_dashboard_address="127.0.0.1:0",  # in-process workers' HTTP servers, else on all interfaces
     ) as cluster:
         yield cluster
 

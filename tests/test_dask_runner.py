@@ -132,6 +132,22 @@ def test_embedded_cluster_listens_on_loopback_and_is_closed(embedded_runner):
     wait_until(lambda: not new_children(before), 30, message="the run's cluster processes to exit")
 
 
+def test_an_embedded_in_process_cluster_starts_and_listens_on_loopback_only():
+    """processes=False: workers in the driver process (inproc://); their HTTP
+    servers must still bind loopback, and a host address must not be forced."""
+    seen: dict[str, object] = {}
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs={"processes": False, "n_workers": 1, "dashboard_address": "127.0.0.1:0"}))
+    def pipeline():
+        seen["listeners"] = {
+            c.laddr.ip for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+        }
+        return add(1)
+
+    assert pipeline() == 2
+    assert seen["listeners"] <= {"127.0.0.1"}
+
+
 def test_retry_delay_waits_on_the_driver_not_in_a_worker_thread(tmp_path):
     from distributed import LocalCluster
 

@@ -40,10 +40,12 @@ logger = logging.getLogger(__name__)
 REPORT_TOPIC = "daskflow-reports"
 
 #: LocalCluster settings daskflow uses unless told otherwise: everything listens on
-#: loopback (distributed's dashboard defaults to all interfaces).
+#: loopback (distributed's dashboard, and each worker's HTTP server, default to
+#: all interfaces). ``host`` is added only for worker processes: in-process
+#: workers talk over ``inproc://``, which a host address breaks.
 LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
     "dashboard_address": "127.0.0.1:8787",
+    "worker_dashboard_address": "127.0.0.1:0",
 }
 
 
@@ -279,7 +281,10 @@ class DaskTaskRunner(TaskRunner):
         from distributed import LocalCluster
 
         if cls is LocalCluster:
-            kwargs = {**LOCAL_CLUSTER_DEFAULTS, **kwargs}
+            defaults = dict(LOCAL_CLUSTER_DEFAULTS)
+            if kwargs.get("processes", True):
+                defaults["host"] = "127.0.0.1"
+            kwargs = {**defaults, **kwargs}
         try:
             cluster = cls(**kwargs)
         except TypeError as exc:
