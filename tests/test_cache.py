@@ -571,3 +571,29 @@ def test_a_memory_store_is_refused_when_tasks_run_in_other_processes(processes_c
     with pytest.raises(InvalidOptionError, match="memory of this process"):
         state.result()
     assert runs_of(str(tmp_path), "never") == 0
+
+
+class _Counted:
+    """Counts how often it is hashed for a cache key."""
+
+    hashed = 0
+
+    def __dask_tokenize__(self):
+        type(self).hashed += 1
+        return "counted-input"
+
+
+def test_a_shared_input_is_hashed_once_per_map(tmp_path):
+    from daskflow import SequentialTaskRunner, unmapped
+
+    @task
+    def use(i: int, shared) -> int:
+        return i
+
+    @flow(task_runner=SequentialTaskRunner(), validate_parameters=False)
+    def pipeline(shared):
+        return use.map(range(20), unmapped(shared)).result()
+
+    shared = _Counted()
+    assert pipeline(shared) == list(range(20))
+    assert _Counted.hashed == 1  # not 20: a big array passed to every task is hashed once

@@ -25,6 +25,8 @@ Caveats a user should know (documented in the README too):
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import datetime
 import hashlib
 import inspect
@@ -33,7 +35,7 @@ import textwrap
 import types
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +128,7 @@ class _Inputs(CachePolicy):
     exclude: frozenset[str] = frozenset()
 
     def parts(self, context: CacheKeyContext, inputs: dict[str, Any]) -> list[Any]:
-        return [("inputs", {k: v for k, v in inputs.items() if k not in self.exclude})]
+        return [("inputs", {k: _input_token(v) for k, v in inputs.items() if k not in self.exclude})]
 
     def __sub__(self, name: str) -> CachePolicy:
         if not isinstance(name, str):
@@ -338,6 +340,36 @@ def _caller_level() -> int:
     while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
         frame, level = frame.f_back, level + 1
     return level
+
+
+#: Tokens of argument objects already hashed in this batch of submissions, by id
+#: (with the object, so a reused id cannot match): ``t.map(xs, unmapped(big_array))``
+#: hashes the array once, not once per task.
+_TOKEN_MEMO: contextvars.ContextVar[dict[int, tuple[Any, str]] | None] = contextvars.ContextVar("daskflow_token_memo", default=None)
+
+_SCALARS = (int, float, str, bytes, bool, type(None))
+
+
+@contextlib.contextmanager
+def token_memo() -> Iterator[None]:
+    """Within this block, each argument object is hashed once."""
+    token = _TOKEN_MEMO.set({})
+    try:
+        yield
+    finally:
+        _TOKEN_MEMO.reset(token)
+
+
+def _input_token(value: Any) -> str:
+    memo = _TOKEN_MEMO.get()
+    if memo is None or isinstance(value, _SCALARS):
+        return tokenize(_normalise(value), ensure_deterministic=True)
+    known = memo.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    token = tokenize(_normalise(value), ensure_deterministic=True)
+    memo[id(value)] = (value, token)
+    return token
 
 
 def _culprit(inputs: dict[str, Any]) -> str | None:

@@ -57,7 +57,7 @@ from ..runners.execute import (
     StoredRef,
 )
 from ..storage.store import Manifest
-from .cache import CacheKeyContext, UpstreamKey, compute_key
+from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
 from .context import emit_line
 from .futures import TaskFuture
 from .persistence import CacheLookups, RunStorage, TaskStorage, run_result_key
@@ -217,7 +217,7 @@ class FlowRunEngine:
         self._check_alive()
         wait_for = list(wait_for)
         settings = self.storage.for_task(task, self.runner)  # probes a new store: may raise
-        with self._lock:
+        with self._lock, token_memo():
             nodes = [self._new_node(task, settings, args, kwargs, wait_for) for args, kwargs in calls]
             for node in nodes:
                 if node.lookup:
