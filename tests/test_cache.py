@@ -597,3 +597,31 @@ def test_a_shared_input_is_hashed_once_per_map(tmp_path):
     shared = _Counted()
     assert pipeline(shared) == list(range(20))
     assert _Counted.hashed == 1  # not 20: a big array passed to every task is hashed once
+
+
+def test_a_script_and_an_import_of_it_share_keys(tmp_path):
+    """``python job.py`` runs the tasks as ``__main__``; a tool importing ``job``
+    (as ``daskflow run job.py:flow`` will) must find the same entries."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "job.py").write_text(
+        "from daskflow import flow, task, SequentialTaskRunner\n"
+        "@task\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "@flow(task_runner=SequentialTaskRunner())\n"
+        "def pipeline(x: int = 3):\n"
+        "    return double(x)\n"
+        "if __name__ == '__main__':\n"
+        "    print(pipeline(return_state=True).run.state_counts())\n"
+    )
+    env = {**os.environ, "DASK_DASKFLOW__STORAGE__URL": str(tmp_path / "store"), "DASK_DASKFLOW__LOGGING__CONSOLE": "false"}
+    as_script = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert "Completed" in as_script.stdout
+    imported = subprocess.run(
+        [sys.executable, "-c", "import job; print(job.pipeline(return_state=True).run.state_counts())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    )
+    assert imported.stdout.strip() == "{'Cached': 1}"

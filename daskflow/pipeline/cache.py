@@ -30,6 +30,7 @@ import contextvars
 import datetime
 import hashlib
 import inspect
+import os
 import sys
 import textwrap
 import types
@@ -312,7 +313,7 @@ def compute_key(
         parts = policy.parts(context, inputs)
         if parts is None:
             return None
-        identity = (getattr(task.fn, "__module__", None), getattr(task.fn, "__qualname__", task.name), task.version)
+        identity = (_module_name(task.fn), getattr(task.fn, "__qualname__", task.name), task.version)
         return tokenize(("daskflow-cache", SCHEME_VERSION), identity, _normalise(parts), ensure_deterministic=True)
     except _NoUpstreamKey:
         return None  # an upstream is uncached: so is this run, quietly (nothing to fix)
@@ -372,6 +373,19 @@ def _input_token(value: Any) -> str:
     return token
 
 
+def _module_name(fn: Any) -> str | None:
+    """The task's module, with a script run as ``__main__`` named after its file,
+    so ``python job.py`` and a tool importing ``job`` agree on keys."""
+    module = getattr(fn, "__module__", None)
+    if module != "__main__":
+        return module
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        path = None
+    return os.path.splitext(os.path.basename(path))[0] if path else module
+
+
 def _culprit(inputs: dict[str, Any]) -> str | None:
     for name, value in inputs.items():
         try:
@@ -427,7 +441,7 @@ def source_fingerprint(fn: Callable[..., Any]) -> str:
     else:
         basis = _source_basis(fn)
     closure = tuple(cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()))
-    digest = hashlib.sha256(repr((getattr(fn, "__module__", None), getattr(fn, "__qualname__", None), basis)).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(repr((_module_name(fn), getattr(fn, "__qualname__", None), basis)).encode()).hexdigest()[:24]
     extra = tokenize(
         _normalise(getattr(fn, "__defaults__", None)),
         _normalise(getattr(fn, "__kwdefaults__", None)),
