@@ -67,6 +67,8 @@ _SECRET_OPTION = re.compile(
     re.IGNORECASE,
 )
 _SAFE_OPTION = {"endpoint_url", "region_name", "use_ssl", "verify", "anon", "requester_pays", "use_listings_cache"}
+#: Payloads above this many bytes are read with s3fs's parallel ranged GETs.
+_LARGE_READ = 32 * 2**20
 # memory:// is one dict per process, shared by every Store on it: create-only
 # writes need one lock per process too, not one per Store instance.
 _MEMORY_LOCK = threading.Lock()
@@ -373,7 +375,15 @@ class Store:
             raise FileExistsError(full)
         self.fs.pipe_file(full, data)
 
-    def get(self, path: str) -> bytes:
+    def _read_options(self, large: bool = False) -> dict[str, Any]:
+        """s3fs reads an object with a HEAD (for its size) and then the GET, unless
+        told not to split it; a missing object then costs a HEAD, a 404 and a LIST.
+        Manifests and ordinary results are small: read them with one GET."""
+        if self.protocol in ("s3", "s3a") and not large:
+            return {"max_concurrency": 1}
+        return {}
+
+    def get(self, path: str, *, large: bool = False) -> bytes:
         """The bytes at ``path``.
 
         Raises
@@ -385,7 +395,7 @@ class Store:
         """
         full = self._full(path)  # an invalid path is the caller's error, not storage's
         try:
-            return self.fs.cat_file(full)
+            return self.fs.cat_file(full, **self._read_options(large))
         except FileNotFoundError as exc:
             if _missing_bucket(exc):
                 raise self._error(exc, "read", path) from exc
@@ -415,7 +425,7 @@ class Store:
                     out[path] = None
             return out
         try:
-            found = self.fs.cat(list(full), on_error="return")
+            found = self.fs.cat(list(full), on_error="return", **self._read_options())
         except Exception as exc:
             raise self._error(exc, "read", paths[0]) from exc
         if not isinstance(found, dict):  # a single path comes back bare
@@ -634,7 +644,8 @@ class Store:
             if manifest is None:
                 raise FileNotFoundError(f"no entry {key} in {self.url}")
             try:
-                data = self.get(self.payload_path(manifest))
+                # Above s3fs's block size a parallel ranged download pays for its HEAD.
+                data = self.get(self.payload_path(manifest), large=manifest.size > _LARGE_READ)
             except FileNotFoundError:
                 raise CorruptedResultError(f"entry {key} in {self.url}: the manifest's payload is missing") from None
             if len(data) != manifest.size:
