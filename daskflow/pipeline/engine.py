@@ -823,66 +823,71 @@ class _LookedUp:
         self.found = found
 
 
-class _StoredFetch:
-    """Loads a Cached task's value from storage, once, verified; recomputes it
-    (while the run is alive) if the entry proves unusable."""
+class _FetchOnce:
+    """Brings a task's value to the caller once, then keeps it (``State._fetch``)."""
 
-    __slots__ = ("engine", "fetched", "lock", "manifest", "node", "value")
+    __slots__ = ("engine", "fetched", "lock", "node", "value")
+
+    def __init__(self, engine: FlowRunEngine, node: TaskNode) -> None:
+        self.engine = engine
+        self.node = node
+        self.lock = threading.Lock()
+        self.fetched = False
+        self.value: Any = None
+
+    def __call__(self) -> Any:
+        with self.lock:
+            if not self.fetched:
+                self.value = self._load()
+                self.fetched = True
+            return self.value
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+
+class _StoredFetch(_FetchOnce):
+    """A Cached task's value, loaded from storage verified; recomputed (while the
+    run is alive) if the entry proves unusable."""
+
+    __slots__ = ("manifest",)
 
     def __init__(self, engine: FlowRunEngine, node: TaskNode, manifest: Manifest) -> None:
-        self.engine = engine
-        self.node = node
+        super().__init__(engine, node)
         self.manifest = manifest
-        self.lock = threading.Lock()
-        self.fetched = False
-        self.value: Any = None
 
-    def __call__(self) -> Any:
-        with self.lock:
-            if not self.fetched:
-                store = self.node.storage.store if self.node.storage is not None else None
-                assert store is not None
-                try:
-                    self.value = store.read_result(self.manifest.key, self.manifest)
-                except (CorruptedResultError, FileNotFoundError) as exc:
-                    self.value = self.engine.recompute_now(self.node, exc)
-                self.fetched = True
-            return self.value
+    def _load(self) -> Any:
+        store = self.node.storage.store if self.node.storage is not None else None
+        assert store is not None
+        try:
+            return store.read_result(self.manifest.key, self.manifest)
+        except (CorruptedResultError, FileNotFoundError) as exc:
+            return self.engine.recompute_now(self.node, exc)
 
 
-class _Fetch:
-    """Brings a completed task's value to the caller, once, then keeps it."""
+class _Fetch(_FetchOnce):
+    """A completed task's value, from the runner (or its persisted copy)."""
 
-    __slots__ = ("engine", "fetched", "handle", "lock", "node", "value")
+    __slots__ = ("handle",)
 
     def __init__(self, engine: FlowRunEngine, node: TaskNode, handle: Any) -> None:
-        self.engine = engine
-        self.node = node
+        super().__init__(engine, node)
         self.handle = handle
-        self.lock = threading.Lock()
-        self.fetched = False
-        self.value: Any = None
 
-    def __call__(self) -> Any:
-        with self.lock:
-            if not self.fetched:
-                try:
-                    self.value = self.engine.runner.result(self.handle)
-                except Exception as exc:
-                    stored = self._from_storage()
-                    if stored is not _NOTHING:
-                        self.value = stored
-                        self.fetched = True
-                        return self.value
-                    if self.engine.closed:
-                        raise RuntimeError(
-                            f"the value of task run {self.node.record.name!r} is gone: its flow run has ended and "
-                            "it was not persisted (persist_result=False), so it lived in cluster memory only while "
-                            "the flow ran; return it from the flow, or persist it"
-                        ) from exc
-                    raise
-                self.fetched = True
-            return self.value
+    def _load(self) -> Any:
+        try:
+            return self.engine.runner.result(self.handle)
+        except Exception as exc:
+            stored = self._from_storage()
+            if stored is not _NOTHING:
+                return stored
+            if self.engine.closed:
+                raise RuntimeError(
+                    f"the value of task run {self.node.record.name!r} is gone: its flow run has ended and "
+                    "it was not persisted (persist_result=False), so it lived in cluster memory only while "
+                    "the flow ran; return it from the flow, or persist it"
+                ) from exc
+            raise
 
     def _from_storage(self) -> Any:
         """The persisted copy: the run has ended (its cluster is gone) or the

@@ -89,14 +89,9 @@ class RunStorage:
         return store
 
     def check_runner(self, runner: TaskRunner) -> None:
-        """A ``memory://`` store lives in one process: refuse it with workers elsewhere."""
+        """Refuse every ``memory://`` store of this run if tasks run elsewhere."""
         for store in list(self._stores.values()):
-            if store.protocol == "memory" and not runner.shares_memory():
-                raise InvalidOptionError(
-                    f"result storage {store.url!r} is memory of this process, but tasks run in other processes "
-                    f"({runner.name}); use a folder or s3:// URL, or a runner in this process "
-                    "(SequentialTaskRunner, ConcurrentTaskRunner, DaskTaskRunner(cluster_kwargs={'processes': False}))"
-                )
+            _refuse_memory_elsewhere(store, runner)
 
     def for_task(self, task: Task[Any, Any], runner: TaskRunner | None = None) -> TaskStorage:
         """The resolved settings of ``task`` (cached per task object)."""
@@ -106,8 +101,8 @@ class RunStorage:
         persist = task.persist_result if task.persist_result is not None else self.persist_result
         persist = True if persist is None else persist
         store = self.store(task.result_storage) if persist else None
-        if store is not None and runner is not None and store.protocol == "memory" and not runner.shares_memory():
-            self.check_runner(runner)
+        if store is not None and runner is not None:
+            _refuse_memory_elsewhere(store, runner)
         if task.cache_key_fn is not None:
             policy: CachePolicy | None = CacheKeyFnPolicy(task.cache_key_fn)
             explicit = True
@@ -131,6 +126,16 @@ class RunStorage:
         )
         self._tasks[id(task)] = settings
         return settings
+
+
+def _refuse_memory_elsewhere(store: Store, runner: TaskRunner) -> None:
+    """A ``memory://`` store lives in one process: refuse it with workers elsewhere."""
+    if store.protocol == "memory" and not runner.shares_memory():
+        raise InvalidOptionError(
+            f"result storage {store.url!r} is memory of this process, but tasks run in other processes "
+            f"({runner.name}); use a folder or s3:// URL, or a runner in this process "
+            "(SequentialTaskRunner, ConcurrentTaskRunner, DaskTaskRunner(cluster_kwargs={'processes': False}))"
+        )
 
 
 def run_result_key(task_run_id: str) -> str:

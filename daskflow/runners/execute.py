@@ -442,7 +442,7 @@ _MISSING = object()
 def _reuse_stored(result: ResultSpec, spec: AttemptSpec) -> Any:
     """The committed value of this attempt's key, if one may be used instead of
     running: Dask recomputing a result lost with its worker finds it here."""
-    manifest = result.store.read_manifest(result.key) if result.reuse != "none" else None
+    manifest = result.store.read_manifest(result.key)
     if manifest is None or manifest.expired():
         return _MISSING
     if result.reuse == "run" and manifest.meta.get("flow_run_id") != spec.flow_run_id:
