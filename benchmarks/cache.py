@@ -48,7 +48,6 @@ import shlex
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,10 @@ import distributed
 import fsspec
 import psutil
 from distributed import Client, LocalCluster
+from machine import (  # benchmarks/machine.py, beside this script
+    cpu_model,
+    daskflow_revision,
+)
 
 import daskflow
 from daskflow import DaskTaskRunner, Store, flow, task, unmapped
@@ -410,29 +413,6 @@ def print_table(results: list[Result]) -> None:
 
 
 # --------------------------------------------------------------------------- header
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def daskflow_revision() -> str:
-    """The git commit of the daskflow source in use, flagged if it has uncommitted changes."""
-    src = os.path.dirname(os.path.abspath(daskflow.__file__))
-    try:
-        git = ["git", "-C", src]
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "--", "."], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"{commit} + uncommitted changes" if dirty else commit
-
-
 def version_of(module: str) -> str:
     try:
         return __import__(module).__version__

@@ -41,6 +41,10 @@ import dask
 import distributed
 from distributed import Client, LocalCluster
 from distributed import wait as dask_wait
+from machine import (  # benchmarks/machine.py, beside this script
+    cpu_model,
+    daskflow_revision,
+)
 
 import daskflow
 from daskflow import DaskTaskRunner, flow, task
@@ -179,34 +183,6 @@ def time_flow(client: Client, flows: dict, shape: str, n: int) -> float:
     if value != expected(shape, n):
         raise AssertionError(f"daskflow {shape} n={n} returned {value!r}")
     return elapsed
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def daskflow_revision() -> str:
-    """The git commit of the daskflow source in use, and a digest of uncommitted changes to it."""
-    import hashlib
-    import subprocess
-
-    src = os.path.dirname(os.path.abspath(daskflow.__file__))
-    try:
-        git = ["git", "-C", src]
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        diff = subprocess.run(git + ["diff", "HEAD", "--", "."], capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    if not diff:
-        return commit
-    return f"{commit} + uncommitted changes (diff sha1 {hashlib.sha1(diff).hexdigest()[:12]})"
 
 
 def print_header(argv: list[str]) -> None:
