@@ -5,6 +5,7 @@ Hierarchy::
     DaskflowError
     ├── InvalidOptionError (ValueError)        a decorator or runner option is wrong
     ├── ParameterValidationError (ValueError)  flow parameters rejected before any task ran
+    ├── RunNotFoundError (LookupError)         no run in the history matches an id or name
     ├── MappingLengthMismatch (ValueError)     ``Task.map`` over iterables of unequal length
     ├── MissingContextError (RuntimeError)     ``get_run_logger()`` outside a flow or task
     ├── RunnerError (RuntimeError)             the task runner could not start or submit
@@ -42,6 +43,7 @@ __all__ = [
     "MappingLengthMismatch",
     "MissingContextError",
     "ParameterValidationError",
+    "RunNotFoundError",
     "RunnerError",
     "SerializationError",
     "StorageError",
@@ -128,6 +130,11 @@ class CacheKeyWarning(UserWarning):
 
 class SerializationError(DaskflowError, ValueError):
     """A task result could not be serialised for storage, or a stored one read back."""
+
+
+class RunNotFoundError(DaskflowError, LookupError):
+    """No run in a store's history matches the id, id prefix or name given (or
+    several do); the message says how to list runs."""
 
 
 class StorageError(DaskflowError, OSError):

@@ -45,6 +45,7 @@ from ..exceptions import (
     SerializationError,
     StorageError,
 )
+from ..masking import add_secrets
 from .serializers import get_serializer
 
 __all__ = ["DEFAULT_URL", "Manifest", "Store", "resolve_store"]
@@ -185,6 +186,17 @@ def _sanitize_url(url: str) -> str:
     return re.sub(r"(://)[^/@]*@", r"\1", url)
 
 
+def _credentials(options: Mapping[str, Any]) -> list[str]:
+    """String values of credential options, at any depth (to mask them in logs)."""
+    found: list[str] = []
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            found.extend(_credentials(value))
+        elif isinstance(value, str) and name not in _SAFE_OPTION and _SECRET_OPTION.search(name):
+            found.append(value)
+    return found
+
+
 def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``storage_options`` without credentials (what may travel to workers)."""
     safe: dict[str, Any] = {}
@@ -264,6 +276,9 @@ class Store:
         self.local = protocol == "file"
         key = dask.config.get("daskflow.storage.signing-key", None)
         self._signing_key = key.encode() if isinstance(key, str) and key else key if isinstance(key, bytes) and key else None
+        add_secrets(_credentials(options))
+        if self._signing_key is not None:
+            add_secrets([self._signing_key])
         #: False once :meth:`probe` finds that the backend ignores create-only writes.
         self.create_only_honoured = True
         # Whole-or-nothing does not need fsync (rename is atomic for readers);
@@ -485,6 +500,32 @@ class Store:
             if not os.path.basename(relative).startswith(".tmp-"):
                 out.append(relative)
         return sorted(out)
+
+    def children(self, prefix: str) -> list[str]:
+        """Names directly under folder ``prefix`` (files and folders, one level), sorted.
+
+        One listing request on object stores (a delimiter listing), however many
+        objects lie deeper: ``runs/`` holds thousands of run folders.
+        """
+        base = self._full(prefix)
+        try:
+            if self.local:
+                return sorted(name for name in os.listdir(base) if not name.startswith(".tmp-"))
+            found = self.fs.ls(base, detail=False, refresh=True) if self.protocol in ("s3", "s3a") else self.fs.ls(base, detail=False)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if _missing_bucket(exc):
+                raise self._error(exc, "list", prefix) from exc
+            return []
+        except Exception as exc:
+            raise self._error(exc, "list", prefix) from exc
+        base_stripped = self.fs._strip_protocol(base).rstrip("/")
+        names = set()
+        for name in found:
+            name = self.fs._strip_protocol(name).rstrip("/")
+            if name == base_stripped:
+                continue
+            names.add(name.rsplit("/", 1)[-1])
+        return sorted(n for n in names if not n.startswith(".tmp-"))
 
     # ------------------------------------------------------------ entries
     def manifest_path(self, key: str) -> str:

@@ -1,0 +1,382 @@
+"""Run history in a store: flow-run records, task-run records, log lines, artifacts.
+
+Layout under the store root::
+
+    runs/<folder>/run.json              the flow run (rewritten at each flush)
+    runs/<folder>/tasks-000001.jsonl    task-run records changed since the last flush
+    runs/<folder>/logs-000001.jsonl     log lines since the last flush
+    runs/<folder>/artifacts-000001.jsonl
+    runs/<folder>/cancel.json           a cancel request (``daskflow cancel``)
+    active/<folder>                     present while the run's driver is alive
+
+``<folder>`` is ``<UTC start time>-<run id>``, so a listing of ``runs/`` is in
+start order and ``--since``/``--limit`` read only the run records they show.
+The driver writes in batches: one object per kind per flush, never one per
+event. Every object is written whole (the store's atomic put), so a reader in
+another process sees the run as of some flush while it is going. A task run's
+line in a later segment replaces its line in an earlier one; at the end the
+driver compacts the task segments into one.
+
+A driver that dies stops refreshing ``heartbeat`` in ``run.json``; the sweep
+(:meth:`History.sweep`, run when a flow starts and by the history commands)
+marks such runs Crashed. Only runs listed under ``active/`` are examined, so a
+sweep costs one listing, not one read per run ever made.
+
+This module knows nothing of flows and tasks: records are JSON dicts, built by
+:mod:`daskflow.pipeline.history`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import RunNotFoundError, StorageError
+from .store import Store
+
+__all__ = [
+    "FINAL_STATE_TYPES",
+    "FORMAT",
+    "History",
+    "RunWriter",
+    "run_folder",
+]
+
+#: Bumped when the record layout changes incompatibly.
+FORMAT = 1
+RUNS = "runs"
+ACTIVE = "active"
+#: State types after which a run never changes again.
+FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+KINDS = ("tasks", "logs", "artifacts")
+
+_FOLDER_RE = re.compile(r"^(\d{8}T\d{6}\d{3}Z)-([0-9a-f]{32})$")
+_SEGMENT_RE = re.compile(r"^(tasks|logs|artifacts)-(\d{6,})\.jsonl$")
+
+
+def run_folder(run_id: str, started: float) -> str:
+    """The folder name of a run: its UTC start time to the millisecond, then its id."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + f"{int(started * 1000) % 1000:03d}Z"
+    return f"{stamp}-{run_id}"
+
+
+def _folder_time(folder: str) -> float:
+    stamp = _FOLDER_RE.match(folder)
+    assert stamp is not None
+    text = stamp.group(1)
+    return calendar.timegm(time.strptime(text[:15], "%Y%m%dT%H%M%S")) + int(text[15:18]) / 1000
+
+
+def _dumps(value: Any) -> bytes:
+    # ``default=str``: a record never fails to write because of one odd value.
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+
+
+def _jsonl(rows: Iterable[Any]) -> bytes:
+    return b"\n".join(_dumps(row) for row in rows) + b"\n"
+
+
+def _parse_jsonl(data: bytes) -> Iterator[dict[str, Any]]:
+    for line in data.splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+class RunWriter:
+    """Writes one flow run's history (used by the driver's recorder thread only)."""
+
+    def __init__(self, store: Store, run_id: str, started: float) -> None:
+        self.store = store
+        self.folder = run_folder(run_id, started)
+        self.prefix = f"{RUNS}/{self.folder}"
+        self._segments = dict.fromkeys(KINDS, 0)
+        self._active = False
+
+    @property
+    def url(self) -> str:
+        """Where this run's records are, for messages."""
+        return self.store.describe(self.prefix)
+
+    def write_run(self, record: dict[str, Any]) -> None:
+        """Replace ``run.json``; the first call also marks the run active."""
+        self.store.put(f"{self.prefix}/run.json", _dumps(record))
+        final = record.get("state", {}).get("type") in FINAL_STATE_TYPES
+        if not self._active and not final:
+            self.store.put(f"{ACTIVE}/{self.folder}", b"")
+            self._active = True
+        elif final and self._active:
+            self.store.delete(f"{ACTIVE}/{self.folder}")
+            self._active = False
+
+    def append(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Write ``rows`` as the next segment of ``kind`` (nothing for no rows)."""
+        if not rows:
+            return
+        number = self._segments[kind] + 1
+        self.store.put(f"{self.prefix}/{kind}-{number:06d}.jsonl", _jsonl(rows))
+        self._segments[kind] = number
+
+    def compact_tasks(self, rows: list[dict[str, Any]]) -> None:
+        """Replace every task segment by one holding ``rows`` (all task runs).
+
+        The new segment is written before the old ones are deleted: a reader
+        always finds every task run, at worst twice (and the later line wins).
+        """
+        old = self._segments["tasks"]
+        if old <= 1 and not rows:
+            return
+        self.append("tasks", rows)
+        for number in range(1, old + 1):
+            self.store.delete(f"{self.prefix}/tasks-{number:06d}.jsonl")
+
+    def cancel_requested(self) -> dict[str, Any] | None:
+        """The cancel request written by ``daskflow cancel``, if any."""
+        try:
+            return json.loads(self.store.get(f"{self.prefix}/cancel.json"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"reason": "cancel requested (unreadable request)"}
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """A run's folder in ``runs/``: its id and start time come from the name."""
+
+    folder: str
+    run_id: str
+    started: float
+
+
+class History:
+    """Reads (and sweeps) the run history of a store; safe while runs are going.
+
+    Parameters
+    ----------
+    store : Store
+        The store whose ``runs/`` folder to read.
+    stale_after : float, optional
+        Seconds without a heartbeat after which a running run counts as
+        Crashed. Default: config ``daskflow.history.crashed-after``.
+    """
+
+    def __init__(self, store: Store, stale_after: float | None = None) -> None:
+        import dask.config
+
+        self.store = store
+        self.stale_after = float(stale_after if stale_after is not None else dask.config.get("daskflow.history.crashed-after", 90))
+
+    # -------------------------------------------------------------- finding
+    def entries(self) -> list[RunEntry]:
+        """Every run folder, oldest first (one listing)."""
+        out = []
+        for name in self.store.children(RUNS):
+            match = _FOLDER_RE.match(name)
+            if match is not None:
+                out.append(RunEntry(name, match.group(2), _folder_time(name)))
+        return out
+
+    def resolve(self, ref: str) -> RunEntry:
+        """The run whose id, id prefix (6+ characters) or name is ``ref``.
+
+        Raises
+        ------
+        RunNotFoundError
+            If none or several runs match.
+        """
+        ref = ref.strip()
+        entries = self.entries()
+        if re.fullmatch(r"[0-9a-f]{6,32}", ref):
+            matches = [e for e in entries if e.run_id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise RunNotFoundError(
+                    f"run id prefix {ref!r} matches {len(matches)} runs in {self.store.url}; give more characters of the id"
+                )
+        # A run name (``flow-1a2b3c4d``): its last part is the id's start.
+        head = ref.rsplit("-", 1)[-1]
+        if re.fullmatch(r"[0-9a-f]{8}", head):
+            candidates = [e for e in entries if e.run_id.startswith(head)]
+            records = self._read_runs(candidates)
+            named = [e for e, r in zip(candidates, records) if r is not None and r.get("name") == ref]
+            if len(named) == 1:
+                return named[0]
+        raise RunNotFoundError(
+            f"no run {ref!r} in {self.store.url}; list runs with `daskflow runs ls --storage {self.store.url}` "
+            "and pass a run id (or its first 6+ characters) or a run name"
+        )
+
+    # -------------------------------------------------------------- reading
+    def runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run records, newest first, filtered; reads only as many as it needs."""
+        entries = [e for e in reversed(self.entries()) if since is None or e.started >= since]
+        wanted_state = state.lower() if state else None
+        out: list[dict[str, Any]] = []
+        chunk = 64
+        for start in range(0, len(entries), chunk):
+            batch = entries[start : start + chunk]
+            for record in self._read_runs(batch):
+                if record is None:
+                    continue
+                if flow is not None and record.get("flow_name") != flow:
+                    continue
+                if wanted_state is not None and wanted_state not in (
+                    str(record["state"].get("name", "")).lower(),
+                    str(record["state"].get("type", "")).lower(),
+                ):
+                    continue
+                if tag is not None and tag not in record.get("tags", ()):
+                    continue
+                out.append(record)
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def run(self, entry: RunEntry) -> dict[str, Any]:
+        """The flow-run record of ``entry`` (with a stale run shown Crashed)."""
+        record = self._read_runs([entry])[0]
+        if record is None:
+            raise RunNotFoundError(f"run {entry.run_id} in {self.store.url} has no record (yet); try again in a moment")
+        return record
+
+    def tasks(self, entry: RunEntry) -> list[dict[str, Any]]:
+        """Task-run records of a run, in the order they were created."""
+        by_id: dict[str, dict[str, Any]] = {}
+        for row in self._segments(entry, "tasks"):
+            by_id[row["id"]] = row
+        return sorted(by_id.values(), key=lambda r: r.get("seq", 0))
+
+    def logs(self, entry: RunEntry, task: str | None = None) -> list[dict[str, Any]]:
+        """Log lines of a run in time order; ``task``: only that task run's (by
+        name, like ``fit-3``, or a task name, like ``fit``)."""
+        lines = list(self._segments(entry, "logs"))
+        if task is not None:
+            lines = [line for line in lines if line.get("tn") == task or (line.get("tn") or "").rsplit("-", 1)[0] == task]
+        lines.sort(key=lambda line: line.get("t", 0))
+        return lines
+
+    def artifacts(self, entry: RunEntry) -> list[dict[str, Any]]:
+        """Artifacts of a run, in the order they were created."""
+        return sorted(self._segments(entry, "artifacts"), key=lambda a: a.get("created", 0))
+
+    def _read_runs(self, entries: list[RunEntry]) -> list[dict[str, Any] | None]:
+        paths = [f"{RUNS}/{e.folder}/run.json" for e in entries]
+        raw = self.store.get_many(paths)
+        now = time.time()
+        out: list[dict[str, Any] | None] = []
+        for entry, path in zip(entries, paths):
+            data = raw.get(path)
+            if data is None:
+                out.append(None)
+                continue
+            try:
+                record = json.loads(data)
+            except ValueError:
+                out.append(None)
+                continue
+            record["folder"] = entry.folder
+            out.append(self._shown(record, now))
+        return out
+
+    def _shown(self, record: dict[str, Any], now: float) -> dict[str, Any]:
+        """A running record whose driver stopped beating is shown Crashed."""
+        if record.get("state", {}).get("type") in FINAL_STATE_TYPES:
+            return record
+        beat = record.get("heartbeat") or record.get("start_time") or 0
+        if now - beat > self.stale_after:
+            crashed = _crashed_state(beat, now)
+            record = dict(record, state=crashed, state_history=[*record.get("state_history", []), crashed])
+            record.setdefault("end_time", beat)
+        return record
+
+    def _segments(self, entry: RunEntry, kind: str) -> Iterator[dict[str, Any]]:
+        prefix = f"{RUNS}/{entry.folder}"
+        for _ in range(3):
+            names = sorted(
+                (int(m.group(2)), n) for n in self.store.children(prefix) if (m := _SEGMENT_RE.match(n)) and m.group(1) == kind
+            )
+            paths = [f"{prefix}/{name}" for _, name in names]
+            raw = self.store.get_many(paths)
+            if all(raw.get(p) is not None for p in paths):
+                for path in paths:
+                    yield from _parse_jsonl(raw[path])  # type: ignore[arg-type]
+                return
+            # A segment vanished between the listing and the read: the driver
+            # compacted them. List again; the compacted one holds everything.
+        raise StorageError(f"the records of run {entry.run_id} in {self.store.url} keep changing; try again", self.store.url, "read")
+
+    # ---------------------------------------------------------- writing
+    def sweep(self) -> list[str]:
+        """Mark runs whose driver stopped beating Crashed (in their records).
+
+        Returns the ids of the runs marked. Only runs listed under ``active/``
+        are read.
+        """
+        marked = []
+        now = time.time()
+        for name in self.store.children(ACTIVE):
+            match = _FOLDER_RE.match(name)
+            if match is None:
+                continue
+            path = f"{RUNS}/{name}/run.json"
+            try:
+                record = json.loads(self.store.get(path))
+            except FileNotFoundError:
+                if now - _folder_time(name) > self.stale_after:
+                    self.store.delete(f"{ACTIVE}/{name}")  # a driver that died before its first write
+                continue
+            except ValueError:
+                continue
+            state_type = record.get("state", {}).get("type")
+            if state_type not in FINAL_STATE_TYPES:
+                beat = record.get("heartbeat") or record.get("start_time") or 0
+                if now - beat <= self.stale_after:
+                    continue
+                crashed = _crashed_state(beat, now)
+                record["state"] = crashed
+                record.setdefault("state_history", []).append(crashed)
+                record["end_time"] = record.get("end_time") or beat
+                self.store.put(path, _dumps(record))
+                marked.append(match.group(2))
+            self.store.delete(f"{ACTIVE}/{name}")
+        return marked
+
+    def request_cancel(self, entry: RunEntry, reason: str) -> None:
+        """Ask the run's driver to cancel the run (it checks at each heartbeat)."""
+        self.store.put(f"{RUNS}/{entry.folder}/cancel.json", _dumps({"reason": reason, "requested": time.time()}))
+
+    def mark_cancelled(self, entry: RunEntry, reason: str) -> dict[str, Any]:
+        """Record a run whose driver is gone as Cancelled (nothing is left to stop)."""
+        path = f"{RUNS}/{entry.folder}/run.json"
+        record = json.loads(self.store.get(path))
+        state = {"type": "CANCELLED", "name": "Cancelled", "timestamp": time.time(), "message": reason}
+        record["state"] = state
+        record.setdefault("state_history", []).append(state)
+        record["end_time"] = record.get("end_time") or state["timestamp"]
+        self.store.put(path, _dumps(record))
+        self.store.delete(f"{ACTIVE}/{entry.folder}")
+        return record
+
+
+def _crashed_state(beat: float, now: float) -> dict[str, Any]:
+    seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
+    return {
+        "type": "CRASHED",
+        "name": "Crashed",
+        "timestamp": now,
+        "message": f"the driver stopped sending heartbeats (last at {seen}); it was killed or lost its machine",
+    }
