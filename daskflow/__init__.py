@@ -23,11 +23,13 @@ from .exceptions import (
     FlowTimeoutError,
     MappingLengthMismatch,
     ParameterValidationError,
+    RunNotFoundError,
     SerializationError,
     StorageError,
     TaskTimeoutError,
     UpstreamFailedError,
 )
+from .pipeline.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from .pipeline.cache import (
     DEFAULT,
     FLOW_PARAMETERS,
@@ -47,8 +49,15 @@ from .pipeline.retries import exponential_backoff
 from .pipeline.runs import FlowRun, TaskRun
 from .pipeline.states import State, StateType
 from .pipeline.task import Task, task
-from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from .runners import (
+    ConcurrentTaskRunner,
+    DaskTaskRunner,
+    SequentialTaskRunner,
+    TaskRunner,
+    ThreadPoolTaskRunner,
+)
 from .storage import Store
+from .storage.records import History
 
 __version__ = "0.1.0"
 
@@ -68,12 +77,14 @@ __all__ = [
     "Flow",
     "FlowRun",
     "FlowTimeoutError",
+    "History",
     "INPUTS",
     "MappingLengthMismatch",
     "NONE",
     "NO_CACHE",
     "ParameterValidationError",
     "RUN_ID",
+    "RunNotFoundError",
     "SequentialTaskRunner",
     "SerializationError",
     "State",
@@ -90,6 +101,9 @@ __all__ = [
     "ThreadPoolTaskRunner",
     "UpstreamFailedError",
     "as_completed",
+    "create_link_artifact",
+    "create_markdown_artifact",
+    "create_table_artifact",
     "exponential_backoff",
     "flow",
     "get_run_logger",

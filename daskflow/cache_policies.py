@@ -1,6 +1,15 @@
 """Cache policies under Prefect 3's module name (``from prefect.cache_policies
 import INPUTS`` becomes ``from daskflow.cache_policies import INPUTS``)."""
 
-from .pipeline.cache import DEFAULT, FLOW_PARAMETERS, INPUTS, NO_CACHE, NONE, RUN_ID, TASK_SOURCE, CachePolicy
+from .pipeline.cache import (
+    DEFAULT,
+    FLOW_PARAMETERS,
+    INPUTS,
+    NO_CACHE,
+    NONE,
+    RUN_ID,
+    TASK_SOURCE,
+    CachePolicy,
+)
 
 __all__ = ["DEFAULT", "FLOW_PARAMETERS", "INPUTS", "NONE", "NO_CACHE", "RUN_ID", "TASK_SOURCE", "CachePolicy"]

@@ -126,3 +126,28 @@ def combine(marker_dir: str, name: str, *values):
     with open(Path(marker_dir, f"{name}.runs"), "a") as file:
         file.write(f"{os.getpid()}\n")
     return sum(values)
+
+
+@task
+def scored(fold: int, c: float) -> dict:
+    """Logs a line (from wherever it runs) and attaches a table artifact."""
+    from daskflow import create_table_artifact, get_run_logger
+
+    get_run_logger().info("fold %d with C=%s on pid %d", fold, c, os.getpid())
+    print(f"printed by fold {fold}")
+    score = round(1.0 / (1.0 + fold + c), 6)
+    create_table_artifact([{"fold": fold, "C": c, "score": score}], key="fold-score", description=f"fold {fold}")
+    return {"fold": fold, "C": c, "score": score}
+
+
+@task
+def leaky(token, fail: bool = False) -> int:
+    """Logs and (optionally) raises with the raw value of a SecretStr argument."""
+    from daskflow import get_run_logger
+
+    raw = token.get_secret_value()
+    get_run_logger().info("using token %s", raw)
+    print(f"printed token {raw}")
+    if fail:
+        raise RuntimeError(f"server refused token {raw}")
+    return len(raw)

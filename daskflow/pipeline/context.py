@@ -6,10 +6,12 @@ import contextvars
 import logging
 import sys
 import threading
+import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..exceptions import MissingContextError
+from ..masking import MaskingFilter, mask
 from ..runners.execute import TASK_RUN_CONTEXT, task_run_logger
 from .runs import FlowRun, LogLine
 
@@ -60,7 +62,10 @@ class _FlowRunHandler(logging.Handler):
         return super().handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.flow_run.logs.append(LogLine(record.created, record.levelno, record.getMessage()))
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.flow_run.logs.append(LogLine(record.created, record.levelno, mask(message)))
 
 
 def get_run_logger() -> logging.Logger:
@@ -115,6 +120,7 @@ def configure_console_logging(enabled: bool = True) -> None:
         if root.handlers:
             return
         handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(MaskingFilter())
         handler.setFormatter(_ConsoleFormatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(run_prefix)s%(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)

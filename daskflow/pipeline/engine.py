@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._collections import find_instances, replace_instances
 from ..exceptions import (
+    CancelledRun,
     CorruptedResultError,
     CrashedError,
     FailedRun,
@@ -48,6 +49,7 @@ from ..exceptions import (
     TaskTimeoutError,
     UpstreamFailedError,
 )
+from ..masking import mask
 from ..runners.base import AttemptCall, TaskRunner
 from ..runners.execute import (
     AttemptError,
@@ -57,6 +59,7 @@ from ..runners.execute import (
     StoredRef,
 )
 from ..storage.store import Manifest
+from .artifacts import artifact_from_report
 from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
 from .context import emit_line
 from .futures import TaskFuture
@@ -285,6 +288,11 @@ class FlowRunEngine:
         except Exception:  # the cluster may be gone; the runs are final either way
             logger.debug("cancelling %d handles failed", len(handles), exc_info=True)
 
+    @property
+    def cancelled_by(self) -> CancelledRun | None:
+        """The reason the run was cancelled (``daskflow cancel``), if it was."""
+        return self._abort if isinstance(self._abort, CancelledRun) else None
+
     def unsuccessful(self) -> list[TaskRun]:
         """Task runs that ended Failed, Crashed, TimedOut or UpstreamFailed."""
         return [n.record for n in self._nodes.values() if n.record.state.is_unsuccessful()]
@@ -317,6 +325,8 @@ class FlowRunEngine:
             flow_run_id=self.flow_run.id,
             index=index,
             tags=task.tags,
+            seq=len(self.flow_run.task_runs),
+            listener=self.flow_run.task_listener,
         )
         if settings.policy is not None:
             inputs = _bound_inputs(task, args, kwargs)
@@ -334,10 +344,13 @@ class FlowRunEngine:
             if not isinstance(future, TaskFuture):
                 raise TypeError(f"wait_for takes task futures, got {type(future).__name__}: {future!r}")
             self._link(node, future, node.wait_for)
-        record.upstream_ids = [u.record.id for u in itertools.chain(node.upstream, node.wait_for)]
+        record.upstream_ids = [u.record.id for u in node.upstream]
+        record.wait_for_ids = [u.record.id for u in node.wait_for]
         self._nodes[record.id] = node
         self.flow_run.task_runs[record.id] = record
         self._outstanding += 1
+        if record.listener is not None:
+            record.listener(record)  # recorded Pending
         return node
 
     def _link(self, node: TaskNode, future: TaskFuture[Any], into: list[TaskNode]) -> None:
@@ -686,12 +699,18 @@ class FlowRunEngine:
             self._recheck.append(node)  # it shows Retrying once the attempt starts
 
     def _on_report(self, report: dict[str, Any]) -> None:
+        if report.get("ev") == "cancel":
+            # ``daskflow cancel --address`` through the scheduler's event stream.
+            self.cancel(CancelledRun(str(report.get("reason") or "cancelled with daskflow cancel")))
+            return
         node = self._nodes.get(report.get("tr", ""))
         if node is None:
             return
         record = node.record
         for created, level, message in report.get("logs", ()):
-            emit_line(self.flow_run, LogLine(created, level, message, record.id, record.name))
+            emit_line(self.flow_run, LogLine(created, level, mask(message), record.id, record.name))
+        for artifact in report.get("arts", ()):
+            self.flow_run.artifacts.append(artifact_from_report(artifact, record))
         if report.get("reused") and report.get("ev") == "end":
             # The attempt found the result already committed (Dask recomputing a
             # result lost with its worker, or another run of the same key) and
@@ -926,10 +945,21 @@ def _user_error(node: TaskNode, error: AttemptError) -> BaseException:
         return CrashedError(f"task run {node.record.name!r} was aborted by {error.error_type}: {error.message}")
     exc = error.error
     if exc is None:
-        return FailedRun(f"task run {node.record.name!r} raised {error.error_type}: {error.message}\n{error.traceback}")
+        return FailedRun(f"task run {node.record.name!r} raised {error.error_type}: {mask(error.message)}\n{error.traceback}")
+    _mask_arguments(exc)
     if hasattr(exc, "add_note") and error.traceback:
         exc.add_note(f"\nRemote traceback of task run {node.record.name!r}:\n{error.traceback}")
     return exc
+
+
+def _mask_arguments(exc: BaseException) -> None:
+    """Mask known secrets in the text arguments of a task's exception before it
+    reaches the flow body (and, uncaught, the user's terminal)."""
+    try:
+        if mask(str(exc)) != str(exc):
+            exc.args = tuple(mask(a) if isinstance(a, str) else a for a in exc.args)
+    except Exception:  # an exception type with odd args: leave it be
+        logger.debug("could not mask the arguments of %r", type(exc), exc_info=True)
 
 
 def _describe_crash(error: BaseException | None) -> str:

@@ -10,7 +10,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, Generic, Iterable, ParamSpec, Sequence, TypeVar, overload
+from typing import (
+    Any,
+    Callable,
+    Generic,
+    Iterable,
+    ParamSpec,
+    Sequence,
+    TypeVar,
+    overload,
+)
 
 import dask.config
 
@@ -25,13 +34,14 @@ from ..exceptions import (
     RunnerError,
     StorageError,
 )
+from ..masking import add_secrets, secrets_in
 from ..runners.base import TaskRunner
 from ..runners.execute import PRINT_SINK, TASK_RUN_CONTEXT, install_print_capture
 from ..storage.store import Store
 from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
-from .parameters import ParameterModel
+from .history import RunRecorder, history_enabled
 from .options import (
     Hook,
     check_hooks,
@@ -42,6 +52,7 @@ from .options import (
     check_tags,
     check_timeout,
 )
+from .parameters import ParameterModel
 from .persistence import RunStorage
 from .retries import RetryDelay, retry_delay, validate_retry_options
 from .runs import FlowRun
@@ -53,6 +64,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 logger = logging.getLogger("daskflow.runs")
+
+
+#: Called with each new flow run in this process (the CLI's progress bar watches
+#: its run through this).
+RUN_OBSERVERS: list[Callable[[FlowRun], None]] = []
 
 
 class Flow(Generic[P, R]):
@@ -154,6 +170,8 @@ class _FlowRunner:
         # A flow called inside a task (on a worker, or a local runner's thread) is
         # its own top-level run, not a subflow of the flow that ran the task.
         self.parent = None if TASK_RUN_CONTEXT.get() is not None else parent
+        self.recorder: RunRecorder | None = None
+        self.engine: FlowRunEngine | None = None
 
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         flow = self.flow
@@ -171,6 +189,8 @@ class _FlowRunner:
         )
         if self.parent is not None:
             self.parent.flow_run.subflow_runs.append(flow_run)
+        for observer in list(RUN_OBSERVERS):
+            observer(flow_run)
         try:
             parameters = flow.parameters.bind(args, kwargs, flow.validate_parameters)
         except ParameterValidationError as exc:
@@ -178,6 +198,7 @@ class _FlowRunner:
             logger.error("Flow run %r - %s", flow_run.name, exc)
             return self._finish(flow_run, Failed(str(exc), data=exc))
         flow_run.parameters = parameters
+        add_secrets(secrets_in(parameters))  # masked in records, logs and the console
         call_args, call_kwargs = flow.parameters.call_arguments(parameters)
         options = (flow.result_storage, flow.persist_result, flow.result_serializer, flow.refresh_cache)
         self.storage = self.parent.engine.storage.child(*options) if self.parent is not None else RunStorage(*options)
@@ -188,6 +209,7 @@ class _FlowRunner:
                 logger.error("Flow run %r - %s", flow_run.name, exc)
                 return self._finish(flow_run, Failed(str(exc), data=exc))
             flow_run.result_storage = store.url
+        self.recorder = self._recorder(flow_run)
 
         runner, owns_runner = self._runner()
         flow_run.runner = repr(runner)
@@ -207,8 +229,11 @@ class _FlowRunner:
                 logger.error("Flow run %r - %s", flow_run.name, exc)
                 return self._finish(flow_run, Failed(str(exc), data=exc))
             logger.info("Flow run %r - beginning flow %r on %s", flow_run.name, flow.name, runner.name)
+            flow_run.dashboard_link = runner.dashboard_link
             if owns_runner and runner.dashboard_link:
                 logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
+            if flow_run.history_url and self.parent is None:
+                logger.info("Flow run %r - run history: %s", flow_run.name, flow_run.history_url)
             state = self._attempts(flow_run, runner, call_args, call_kwargs)
         except KeyboardInterrupt:
             self._finish(flow_run, Cancelled("interrupted by KeyboardInterrupt (Ctrl-C)"))
@@ -217,6 +242,27 @@ class _FlowRunner:
             if owns_runner:
                 runner.shutdown()
         return self._finish(flow_run, state)
+
+    def _recorder(self, flow_run: FlowRun) -> RunRecorder | None:
+        """Start recording the run's history in its store (config ``daskflow.history``)."""
+        if not history_enabled():
+            return None
+        try:
+            store = self.storage.store()
+        except (StorageError, InvalidOptionError) as exc:
+            # Results are not persisted (or the probe would have failed the run):
+            # the run goes on, unrecorded.
+            logger.warning("Flow run %r - its history cannot be recorded: %s", flow_run.name, exc)
+            return None
+        recorder = RunRecorder(flow_run, store, sweep=self.parent is None)
+        recorder.on_cancel = self._cancel_requested
+        recorder.start()
+        return recorder
+
+    def _cancel_requested(self, reason: str) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.cancel(CancelledRun(reason))
 
     def _runner(self) -> tuple[TaskRunner, bool]:
         if self.parent is not None and self.flow.task_runner is None:
@@ -249,6 +295,7 @@ class _FlowRunner:
             flow_run, runner, self.storage, log_level=self.log_level, log_prints=flow.log_prints, counters=counters
         )
         engine.start()
+        self.engine = engine
         context = FlowRunContext(flow, flow_run, engine, engine.log_level)
         flow_run.set_state(Running())
         try:
@@ -269,9 +316,13 @@ class _FlowRunner:
                 logger.error("Flow run %r - the flow body raised %s: %s", flow_run.name, type(exc).__name__, exc)
                 return make(f"{type(exc).__name__}: {exc}", data=exc)
             engine.wait_all()
+            cancelled = engine.cancelled_by
+            if cancelled is not None:
+                return Cancelled(str(cancelled), data=cancelled)
             return self._final_state(engine, value)
         finally:
             engine.close()
+            self.engine = None
 
     def _call_body(self, context: FlowRunContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         flow = self.flow
@@ -342,6 +393,8 @@ class _FlowRunner:
         state = state.copy(run=flow_run)
         flow_run.set_state(state)
         flow_run.end_time = time.time()
+        if self.recorder is not None:
+            self.recorder.close()  # the final record is written before the call returns
         counts = ", ".join(f"{n} {name}" for name, n in sorted(flow_run.state_counts().items()))
         log = logger.info if state.is_completed() else logger.error
         log("Flow run %r - finished in state %s%s", flow_run.name, state, f" (task runs: {counts})" if counts else "")

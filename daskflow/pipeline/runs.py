@@ -6,11 +6,11 @@ import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .states import Pending, State
 
-__all__ = ["FlowRun", "LogLine", "TaskRun"]
+__all__ = ["Artifact", "FlowRun", "LogLine", "TaskRun"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,24 @@ class LogLine:
     timestamp: float
     level: int
     message: str
+    task_run_id: str | None = None
+    task_run_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A table, markdown text or link attached to a run (``create_*_artifact``).
+
+    ``data`` is JSON-ready: a table is ``{"columns": [...], "rows": [[...], ...]}``,
+    markdown a string, a link ``{"url": ..., "text": ...}``.
+    """
+
+    id: str
+    type: str
+    key: str | None
+    description: str | None
+    data: Any
+    created: float
     task_run_id: str | None = None
     task_run_name: str | None = None
 
@@ -45,7 +63,11 @@ class TaskRun:
     flow_run_id: str
     index: int
     tags: tuple[str, ...] = ()
+    #: Task runs whose futures are arguments (data edges) and ``wait_for`` ones.
     upstream_ids: list[str] = field(default_factory=list)
+    wait_for_ids: list[str] = field(default_factory=list)
+    #: Creation order within the flow run.
+    seq: int = 0
     state: State = field(default_factory=Pending)
     state_history: list[State] = field(default_factory=list)
     attempts: int = 0
@@ -63,6 +85,8 @@ class TaskRun:
     #: Times an attempt loaded the committed result instead of running (after a
     #: worker holding it died, Dask's recompute becomes a load).
     reloads: int = 0
+    #: Told of every state change (the run history records changed task runs).
+    listener: Callable[[TaskRun], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.state_history:
@@ -70,6 +94,8 @@ class TaskRun:
 
     def set_state(self, state: State) -> None:
         _record_state(self, state)
+        if self.listener is not None:
+            self.listener(self)
 
     @property
     def duration(self) -> float | None:
@@ -99,6 +125,13 @@ class FlowRun:
     task_runs: dict[str, TaskRun] = field(default_factory=dict)
     subflow_runs: list[FlowRun] = field(default_factory=list)
     logs: list[LogLine] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+    #: Given to each new task run's ``listener`` (set by the run history).
+    task_listener: Callable[[TaskRun], None] | None = field(default=None, repr=False)
+    #: Where the run's history is (a URL of its folder), when recorded.
+    history_url: str | None = None
+    #: The Dask dashboard of the cluster the run used, if any.
+    dashboard_link: str | None = None
 
     def __post_init__(self) -> None:
         if not self.state_history:

@@ -41,6 +41,7 @@ from ..exceptions import (
     StorageError,
     TaskTimeoutError,
 )
+from ..masking import add_secrets, mask, secrets_in
 from ..storage.store import Store
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
 
 #: Log lines shipped per report; a chatty task flushes a batch each time it fills.
 LOG_BATCH = 200
+#: Seconds a logged line may wait before it is sent (checked at the next line).
+LOG_INTERVAL = 1.0
 #: Longest log line kept; longer ones are cut with a marker (a runaway print of a
 #: whole array must not blow up the scheduler's event stream).
 MAX_LINE = 20_000
@@ -179,21 +182,35 @@ class TaskRunContext:
     lines: list[list[Any]] = field(default_factory=list)
     publish: Publish | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    #: When buffered lines were last sent: a slow task's lines go out every
+    #: LOG_INTERVAL seconds, so ``daskflow logs`` shows them while it runs.
+    sent: float = field(default_factory=time.monotonic)
 
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
             message = message[:MAX_LINE] + f"... [cut, {len(message)} characters]"
+        message = mask(message)
         with self.lock:
             self.lines.append([created, level, message])
-            if self.publish is None or len(self.lines) < LOG_BATCH:
+            if self.publish is None:
+                return
+            now = time.monotonic()
+            if len(self.lines) < LOG_BATCH and now - self.sent < LOG_INTERVAL:
                 return
             batch, self.lines = self.lines, []
+            self.sent = now
         self.publish(_message(self.spec, "logs", logs=batch))
 
     def take_lines(self) -> list[list[Any]]:
         with self.lock:
             batch, self.lines = self.lines, []
         return batch
+
+    def add_artifact(self, artifact: dict[str, Any]) -> None:
+        """Keep an artifact for the end report (``create_*_artifact`` in a task)."""
+        with self.lock:
+            self.artifacts.append(artifact)
 
 
 TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
@@ -385,6 +402,8 @@ def execute_attempt(
         For every way the attempt can end without a value; it carries the report.
     """
     context = TaskRunContext(spec, publish=publish)
+    # The task's own secrets (SecretStr arguments) are masked in its logs and errors.
+    add_secrets(secrets_in((args, kwargs)))
     if spec.log_prints:
         install_print_capture()
     started = time.time()
@@ -423,8 +442,8 @@ def execute_attempt(
             kind,
             _picklable(exc),
             f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
-            str(exc),
-            _user_traceback(exc),
+            mask(str(exc)),
+            mask(_user_traceback(exc)),
             report,
         ) from None
     finally:
@@ -493,6 +512,9 @@ def _message(spec: AttemptSpec, event: str, **fields: Any) -> dict[str, Any]:
 
 
 def _report(spec: AttemptSpec, started: float, context: TaskRunContext, key: str | None) -> dict[str, Any]:
-    return _message(
+    report = _message(
         spec, "end", name=spec.task_run_name, k=key, s=started, e=time.time(), pid=os.getpid(), logs=context.take_lines()
     )
+    if context.artifacts:
+        report["arts"] = context.artifacts
+    return report

@@ -1,0 +1,163 @@
+"""Artifacts: tables, markdown and links attached to the current run (Prefect's names).
+
+Created in a task, an artifact travels to the driver with the task's end report
+(through the Dask scheduler on a cluster) and is persisted with the run's
+history; created in the flow body, it is attached to the flow run directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..exceptions import InvalidOptionError, MissingContextError
+from ..masking import mask_value
+from ..runners.execute import TASK_RUN_CONTEXT
+from .context import FLOW_RUN_CONTEXT
+from .runs import Artifact, TaskRun
+
+__all__ = [
+    "artifact_from_report",
+    "create_link_artifact",
+    "create_markdown_artifact",
+    "create_table_artifact",
+]
+
+_KEY = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+#: Largest artifact accepted (as JSON): artifacts are summaries that travel in
+#: the scheduler's event stream; store big data as a task result instead.
+MAX_BYTES = 2 * 2**20
+
+
+def create_table_artifact(table: Any, key: str | None = None, description: str | None = None) -> str:
+    """Attach a table to the current task run or flow run.
+
+    Parameters
+    ----------
+    table : list of dicts, dict of lists, list of lists, or a pandas DataFrame
+        The rows. Cells should be numbers, strings, booleans or ``None``;
+        numpy scalars become numbers, anything else its repr.
+    key : str, optional
+        A name for the artifact, shared by its versions across runs:
+        lowercase letters, digits and dashes (``"cv-scores"``).
+    description : str, optional
+        Markdown shown with the table.
+
+    Returns
+    -------
+    str
+        The artifact's id.
+
+    Examples
+    --------
+    >>> from daskflow import flow, create_table_artifact
+    >>> @flow
+    ... def report():
+    ...     create_table_artifact([{"C": 0.1, "score": 0.93}, {"C": 1.0, "score": 0.95}], key="cv-scores")
+    """
+    columns, rows = _table(table)
+    return _attach("table", key, description, {"columns": columns, "rows": rows})
+
+
+def create_markdown_artifact(markdown: str, key: str | None = None, description: str | None = None) -> str:
+    """Attach markdown text to the current task run or flow run; returns its id."""
+    if not isinstance(markdown, str):
+        raise InvalidOptionError(f"create_markdown_artifact takes a markdown string, got {type(markdown).__name__}")
+    return _attach("markdown", key, description, markdown)
+
+
+def create_link_artifact(link: str, link_text: str | None = None, key: str | None = None, description: str | None = None) -> str:
+    """Attach a link (a stored model, a report) to the current run; returns its id."""
+    if not isinstance(link, str) or not link.strip():
+        raise InvalidOptionError(f"create_link_artifact takes a URL string, got {link!r}")
+    if link_text is not None and not isinstance(link_text, str):
+        raise InvalidOptionError(f"link_text must be a string, got {type(link_text).__name__}")
+    return _attach("link", key, description, {"url": link, "text": link_text})
+
+
+def _table(table: Any) -> tuple[list[str], list[list[Any]]]:
+    to_dict = getattr(table, "to_dict", None)
+    if callable(to_dict) and hasattr(table, "columns"):  # a pandas DataFrame
+        split = to_dict(orient="split")
+        return [str(c) for c in split["columns"]], [list(r) for r in split["data"]]
+    if isinstance(table, Mapping):
+        columns = [str(c) for c in table]
+        values = list(table.values())
+        if not all(_is_column(v) for v in values) or len({len(v) for v in values}) > 1:
+            raise InvalidOptionError(
+                "a table given as a dict needs a list per column, all of the same length; "
+                f"got columns {columns} with lengths {[len(v) if _is_column(v) else None for v in values]}"
+            )
+        return columns, [list(row) for row in zip(*values)]
+    if isinstance(table, Sequence) and not isinstance(table, (str, bytes)):
+        rows = list(table)
+        if all(isinstance(r, Mapping) for r in rows):
+            columns: dict[str, None] = {}
+            for row in rows:
+                columns.update(dict.fromkeys(str(c) for c in row))
+            names = list(columns)
+            return names, [[_get(row, name) for name in names] for row in rows]
+        if all(_is_column(r) for r in rows):
+            width = max((len(r) for r in rows), default=0)
+            return [str(i) for i in range(width)], [list(r) for r in rows]
+    raise InvalidOptionError(
+        f"create_table_artifact takes a list of dicts, a dict of lists, a list of lists or a DataFrame, got {type(table).__name__}"
+    )
+
+
+def _is_column(value: Any) -> bool:
+    """A list, tuple or array (anything sized and iterable but text)."""
+    return not isinstance(value, (str, bytes, Mapping)) and hasattr(value, "__len__") and hasattr(value, "__iter__")
+
+
+def _get(row: Mapping[Any, Any], name: str) -> Any:
+    if name in row:
+        return row[name]
+    for key, value in row.items():  # non-string column names
+        if str(key) == name:
+            return value
+    return None
+
+
+def _attach(kind: str, key: str | None, description: str | None, data: Any) -> str:
+    if key is not None and (not isinstance(key, str) or not _KEY.match(key)):
+        raise InvalidOptionError(f"artifact key {key!r} must be lowercase letters, digits and dashes, like 'cv-scores'")
+    if description is not None and not isinstance(description, str):
+        raise InvalidOptionError(f"artifact description must be a string, got {type(description).__name__}")
+    data = mask_value(data)
+    size = len(json.dumps(data, default=str))
+    if size > MAX_BYTES:
+        raise InvalidOptionError(
+            f"the {kind} artifact {key or ''} is {size} bytes as JSON, above the {MAX_BYTES} byte limit; "
+            "attach a summary, and return the full data from a task (it is stored as a result)"
+        )
+    artifact = {"id": uuid.uuid4().hex, "type": kind, "key": key, "description": description, "data": data, "created": time.time()}
+    task_context = TASK_RUN_CONTEXT.get()
+    if task_context is not None:
+        task_context.add_artifact(artifact)
+        return artifact["id"]
+    flow_context = FLOW_RUN_CONTEXT.get()
+    if flow_context is not None:
+        flow_context.flow_run.artifacts.append(artifact_from_report(artifact, None))
+        return artifact["id"]
+    raise MissingContextError(
+        f"create_{kind}_artifact() was called outside a flow or task run; call it inside a @flow or @task function"
+    )
+
+
+def artifact_from_report(artifact: Mapping[str, Any], task_run: TaskRun | None) -> Artifact:
+    """An :class:`Artifact` from its JSON form (as a task's report carries it)."""
+    return Artifact(
+        id=str(artifact["id"]),
+        type=str(artifact["type"]),
+        key=artifact.get("key"),
+        description=artifact.get("description"),
+        data=artifact.get("data"),
+        created=float(artifact.get("created") or time.time()),
+        task_run_id=task_run.id if task_run is not None else None,
+        task_run_name=task_run.name if task_run is not None else None,
+    )

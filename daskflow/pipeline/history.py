@@ -1,0 +1,265 @@
+"""The driver's recorder: writes a flow run's history to the store in batches.
+
+One background thread per flow run wakes every ``daskflow.history.flush-interval``
+seconds and writes what changed since its last flush: the task runs whose state
+changed (one segment), the new log lines (one segment), new artifacts (one
+segment) and the run record with a fresh heartbeat. Nothing on the engine's
+path waits for storage: a state change only puts the task run in a dict.
+
+At the end of the run the recorder writes everything left, compacts the task
+segments into one and writes the final run record before the flow call returns,
+so a reader right after sees the final state.
+
+The recorder also checks, once per heartbeat, whether ``daskflow cancel`` asked
+for the run to stop, and runs the heartbeat sweep once when a top-level run
+starts (runs whose drivers died are marked Crashed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import dask.config
+
+from ..exceptions import StorageError
+from ..masking import mask, mask_value
+from ..storage.records import FORMAT, History, RunWriter
+from ..storage.store import Store
+from .runs import Artifact, FlowRun, LogLine, TaskRun
+from .states import State
+
+__all__ = ["RunRecorder", "history_enabled"]
+
+logger = logging.getLogger("daskflow.runs")
+
+
+def history_enabled() -> bool:
+    """Config ``daskflow.history.enabled`` (default True)."""
+    return bool(dask.config.get("daskflow.history.enabled", True))
+
+
+def _seconds(name: str, default: float) -> float:
+    value = dask.config.get(f"daskflow.history.{name}", default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        from ..exceptions import InvalidOptionError
+
+        raise InvalidOptionError(f"daskflow.history.{name} is {value!r}; give a number of seconds like {default}") from None
+    return max(seconds, 0.01)
+
+
+def state_record(state: State) -> dict[str, Any]:
+    """A state as JSON: type, name, timestamp, message (masked)."""
+    return {"type": state.type.value, "name": state.name, "timestamp": state.timestamp, "message": mask(state.message or "")}
+
+
+def task_record(tr: TaskRun) -> dict[str, Any]:
+    """A task run as JSON, secrets masked."""
+    return {
+        "id": tr.id,
+        "seq": tr.seq,
+        "name": tr.name,
+        "task_name": tr.task_name,
+        "index": tr.index,
+        "tags": list(tr.tags),
+        "upstream": list(tr.upstream_ids),
+        "wait_for": list(tr.wait_for_ids),
+        "state": state_record(tr.state),
+        "history": [[s.type.value, s.name, s.timestamp, mask(s.message or "")] for s in list(tr.state_history)],
+        "attempts": tr.attempts,
+        "dask_keys": list(tr.dask_keys),
+        "worker": tr.worker,
+        "start_time": tr.start_time,
+        "end_time": tr.end_time,
+        "error": mask(tr.error) if tr.error else None,
+        "traceback": mask(tr.traceback) if tr.traceback else None,
+        "cache_key": tr.cache_key,
+        "cache_hit": tr.cache_hit,
+        "result_url": tr.result_url,
+        "reloads": tr.reloads,
+    }
+
+
+def log_record(line: LogLine) -> dict[str, Any]:
+    return {"t": line.timestamp, "l": line.level, "m": line.message, "tr": line.task_run_id, "tn": line.task_run_name}
+
+
+def artifact_record(artifact: Artifact) -> dict[str, Any]:
+    return {
+        "id": artifact.id,
+        "type": artifact.type,
+        "key": artifact.key,
+        "description": mask(artifact.description) if artifact.description else None,
+        "data": mask_value(artifact.data),
+        "created": artifact.created,
+        "task_run_id": artifact.task_run_id,
+        "task_run_name": artifact.task_run_name,
+    }
+
+
+def _error_text(state: State) -> str | None:
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None or not (state.is_failed() or state.is_crashed()):
+        return None
+    return mask("".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip())
+
+
+class RunRecorder:
+    """Persists one flow run's record, task runs, logs and artifacts.
+
+    Parameters
+    ----------
+    flow_run : FlowRun
+        The run to record; its ``task_listener`` is set so task runs report changes.
+    store : Store
+        Where ``runs/`` lives (the run's result storage root).
+    sweep : bool
+        Run the heartbeat sweep of the store once, in the background (top-level runs).
+    """
+
+    def __init__(self, flow_run: FlowRun, store: Store, *, sweep: bool = False) -> None:
+        self.flow_run = flow_run
+        self.store = store
+        self.writer = RunWriter(store, flow_run.id, flow_run.start_time)
+        self.interval = _seconds("flush-interval", 2.0)
+        self.heartbeat = _seconds("heartbeat", 10.0)
+        flow_run.history_url = self.writer.url
+        flow_run.task_listener = self._changed
+        #: Called with the reason when ``daskflow cancel`` asks the run to stop.
+        self.on_cancel: Callable[[str], None] | None = None
+        self._sweep = sweep
+        self._dirty: dict[str, TaskRun] = {}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._logs_done = 0
+        self._artifacts_done = 0
+        self._last_beat = 0.0
+        self._last_check = 0.0
+        self._cancel_seen = False
+        self._failing = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Write the first record and start flushing in the background."""
+        self._thread = threading.Thread(target=self._loop, name=f"daskflow-history-{self.flow_run.name}", daemon=True)
+        self._thread.start()
+
+    def _changed(self, task_run: TaskRun) -> None:
+        with self._lock:
+            self._dirty[task_run.id] = task_run
+
+    def _loop(self) -> None:
+        if self._sweep:
+            try:
+                marked = History(self.store).sweep()
+                if marked:
+                    logger.warning("marked %d run(s) Crashed whose drivers stopped sending heartbeats: %s", len(marked), ", ".join(marked))
+            except Exception:  # the sweep is housekeeping: never fail a run for it
+                logger.debug("heartbeat sweep of %s failed", self.store.url, exc_info=True)
+        while True:
+            self.flush()
+            self._check_cancel()
+            if self._stop.wait(self.interval):
+                return
+
+    def flush(self, final: bool = False) -> None:
+        """Write what changed since the last flush (everything, compacted, if ``final``)."""
+        with self._write_lock:
+            with self._lock:
+                dirty, self._dirty = self._dirty, {}
+            flow_run = self.flow_run
+            logs = flow_run.logs[self._logs_done :]
+            artifacts = flow_run.artifacts[self._artifacts_done :]
+            now = time.time()
+            if not (dirty or logs or artifacts or final) and now - self._last_beat < self.heartbeat:
+                return
+            try:
+                if final:
+                    self.writer.compact_tasks([task_record(tr) for tr in list(flow_run.task_runs.values())])
+                else:
+                    self.writer.append("tasks", [task_record(tr) for tr in dirty.values()])
+                self.writer.append("logs", [log_record(line) for line in logs])
+                self._logs_done += len(logs)
+                self.writer.append("artifacts", [artifact_record(a) for a in artifacts])
+                self._artifacts_done += len(artifacts)
+                self.writer.write_run(self.run_record(now))
+                self._last_beat = now
+                if self._failing:
+                    logger.info("Flow run %r - writing its history to %s works again", flow_run.name, self.writer.url)
+                    self._failing = False
+            except (StorageError, OSError) as exc:
+                with self._lock:
+                    for key, task_run in dirty.items():
+                        self._dirty.setdefault(key, task_run)
+                if not self._failing or final:
+                    # History is a record of the run, not the run: warn, keep going, retry.
+                    logger.warning("Flow run %r - cannot write its history to %s: %s", flow_run.name, self.writer.url, exc)
+                    self._failing = True
+
+    def _check_cancel(self) -> None:
+        now = time.time()
+        if self._cancel_seen or self.on_cancel is None or now - self._last_check < min(self.heartbeat, 5.0):
+            return
+        self._last_check = now
+        try:
+            request = self.writer.cancel_requested()
+        except (StorageError, OSError):
+            return
+        if request is not None:
+            self._cancel_seen = True
+            reason = str(request.get("reason") or "cancelled with daskflow cancel")
+            logger.warning("Flow run %r - %s", self.flow_run.name, reason)
+            self.on_cancel(reason)
+
+    def close(self) -> None:
+        """Stop the thread and write the final record (call after the run's final state)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush(final=True)
+
+    def run_record(self, now: float | None = None) -> dict[str, Any]:
+        """The flow run as JSON (parameters and messages masked)."""
+        flow_run = self.flow_run
+        counts: dict[str, int] = {}
+        cached = 0
+        for tr in list(flow_run.task_runs.values()):
+            name = tr.state.name
+            counts[name] = counts.get(name, 0) + 1
+            cached += tr.cache_hit
+        return {
+            "format": FORMAT,
+            "id": flow_run.id,
+            "name": flow_run.name,
+            "flow_name": flow_run.flow_name,
+            "version": flow_run.version,
+            "parameters": mask_value(flow_run.parameters),
+            "tags": list(flow_run.tags),
+            "state": state_record(flow_run.state),
+            "state_history": [state_record(s) for s in list(flow_run.state_history)],
+            "start_time": flow_run.start_time,
+            "end_time": flow_run.end_time,
+            "parent_flow_run_id": flow_run.parent_flow_run_id,
+            "subflow_run_ids": [sub.id for sub in list(flow_run.subflow_runs)],
+            "result_storage": flow_run.result_storage,
+            "history_url": self.writer.url,
+            "runner": flow_run.runner,
+            "dashboard_link": flow_run.dashboard_link,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat": now if now is not None else time.time(),
+            "task_counts": counts,
+            "task_runs": len(flow_run.task_runs),
+            "cached": cached,
+            "traceback": _error_text(flow_run.state),
+        }
