@@ -1,0 +1,164 @@
+"""What every ``daskflow`` command shares: options, errors, tables, JSON, times."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "CLIError",
+    "address_option",
+    "echo_json",
+    "format_duration",
+    "format_table",
+    "format_time",
+    "json_option",
+    "open_store",
+    "parse_age",
+    "storage_option",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit codes: 0 completed, 1 failed or crashed, 2 bad usage.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CLIError(click.ClickException):
+    """A one-line error naming the bad value and the fix; no traceback.
+
+    ``exit_code`` is 2 for usage mistakes (the default) and 1 for a failure
+    of the thing asked for (a storage error, a run that failed).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def storage_option(fn: F) -> F:
+    """``--storage URL``: the store holding results and run history."""
+    return click.option(
+        "--storage",
+        "storage",
+        metavar="URL",
+        default=None,
+        help="Store root: a folder or s3://bucket/prefix (default: config daskflow.storage.url, else ./.daskflow).",
+    )(fn)
+
+
+def address_option(fn: F) -> F:
+    """``--address``: a running Dask scheduler."""
+    return click.option(
+        "--address",
+        metavar="ADDRESS",
+        default=None,
+        help="Address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786.",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def open_store(url: str | None) -> Any:
+    """The :class:`~daskflow.storage.Store` at ``url`` (or the configured default).
+
+    Raises
+    ------
+    CLIError
+        If the URL or its backend is unusable (exit code 2).
+    """
+    from ..exceptions import InvalidOptionError, StorageError
+    from ..storage.store import Store
+
+    try:
+        return Store(url)
+    except (InvalidOptionError, StorageError) as exc:
+        raise CLIError(f"--storage {url!r}: {exc}") from None
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as JSON (sorted keys, one document) on stdout."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def format_time(timestamp: float | None) -> str:
+    """``2026-11-23 10:15:02`` in local time, or ``-``."""
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def format_duration(seconds: float | None) -> str:
+    """``850ms``, ``12.3s``, ``4m05s``, ``2h03m`` or ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], max_width: int = 60) -> str:
+    """A plain-text table: a header and left-aligned columns, cells cut at ``max_width``.
+
+    Built as one string (a 10,000-row table is printed with one write).
+    """
+    cells = [[_cell(value, max_width) for value in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        for i, value in enumerate(row):
+            if len(value) > widths[i]:
+                widths[i] = len(value)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join(lines)
+
+
+def _cell(value: Any, max_width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    text = text.replace("\n", " ")
+    if len(text) > max_width:
+        text = text[: max_width - 1] + "…"
+    return text
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str, option: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` as seconds.
+
+    Raises
+    ------
+    CLIError
+        Naming ``option`` and the accepted forms.
+    """
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _UNITS else "s"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise CLIError(f"{option} {text!r} is not an age; use a number with s, m, h, d or w, like 7d or 12h") from None
+    if seconds < 0:
+        raise CLIError(f"{option} {text!r} is negative; use an age like 7d or 12h")
+    return seconds
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

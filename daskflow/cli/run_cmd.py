@@ -1,0 +1,283 @@
+"""``daskflow run PATH.py:FLOW|module:FLOW``: run a flow from the terminal."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from ._common import EXIT_FAILED, CLIError, address_option, echo_json, format_duration, json_option, storage_option
+
+__all__ = ["COMMANDS", "load_flow", "parse_parameters"]
+
+
+def load_flow(target: str) -> Any:
+    """The :class:`~daskflow.Flow` named by ``PATH.py:FLOW`` or ``module:FLOW``.
+
+    ``PATH.py`` alone works when the file defines exactly one flow. A file is
+    imported under its file name (so its tasks share cache entries with
+    ``python PATH.py``) and its functions are shipped to workers by value.
+
+    Raises
+    ------
+    CLIError
+        If the file, module or flow cannot be found (exit code 2).
+    """
+    from ..pipeline.flow import Flow
+
+    path, _, name = target.rpartition(":") if ":" in target and not _is_windows_drive(target) else (target, "", "")
+    if path.endswith(".py") or os.sep in path or "/" in path:
+        module = _import_file(path)
+    else:
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:
+            raise CLIError(f"cannot import module {path!r} ({exc}); give PATH.py:FLOW or an importable module:FLOW") from None
+    if name:
+        flow = getattr(module, name, None)
+        if not isinstance(flow, Flow):
+            found = _flows_in(module)
+            raise CLIError(
+                f"{path!r} has no flow named {name!r}" + (f"; its flows: {', '.join(found)}" if found else "; decorate a function with @flow")
+            )
+        return flow
+    found = _flows_in(module)
+    if len(found) != 1:
+        what = f"defines {len(found)} flows ({', '.join(found)})" if found else "defines no @flow"
+        raise CLIError(f"{path!r} {what}; name one, like {path}:{found[0] if found else 'my_flow'}")
+    return getattr(module, found[0])
+
+
+def _is_windows_drive(target: str) -> bool:
+    return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
+
+
+def _flows_in(module: Any) -> list[str]:
+    from ..pipeline.flow import Flow
+
+    return sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
+
+
+def _import_file(path: str) -> Any:
+    import cloudpickle
+
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise CLIError(f"flow file {path!r} does not exist; give PATH.py:FLOW, e.g. examples/quickstart.py:pipeline")
+    name = os.path.splitext(os.path.basename(full))[0]
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot load {path!r} as Python; give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    # Its siblings import as they would under `python PATH.py`.
+    sys.path.insert(0, os.path.dirname(full))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise CLIError(f"importing {path!r} raised {type(exc).__name__}: {exc}", EXIT_FAILED) from exc
+    # Workers cannot import a file by path: send its functions by value, as for a script.
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``name=value`` pairs; a value is JSON when it parses as JSON, else a string.
+
+    Raises
+    ------
+    CLIError
+        For a pair without ``=`` (exit code 2).
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise CLIError(f"-p {pair!r} is not name=value; write -p n_folds=5 or -p 'grid=[0.1, 1.0]'")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn while the flow runs."""
+
+    def __init__(self) -> None:
+        self.flow_run: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="daskflow-progress", daemon=True)
+        self._lock = threading.Lock()
+        self._shown = False
+
+    def observe(self, flow_run: Any) -> None:
+        if self.flow_run is None:  # the top-level run, not its subflows
+            self.flow_run = flow_run
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._shown:
+                sys.stderr.write("\r\x1b[K")
+                sys.stderr.flush()
+                self._shown = False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            run = self.flow_run
+            if run is None:
+                continue
+            states = [tr.state for tr in list(run.task_runs.values())]
+            total = len(states)
+            done = sum(1 for s in states if s.is_final())
+            bad = sum(1 for s in states if s.is_final() and not s.is_completed())
+            cached = sum(1 for tr in list(run.task_runs.values()) if tr.cache_hit)
+            width = 30
+            filled = int(width * done / total) if total else 0
+            line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} task runs"
+            if cached:
+                line += f", {cached} cached"
+            if bad:
+                line += f", {bad} not completed"
+            line += f"  {format_duration(time.time() - run.start_time)}"
+            with self._lock:
+                sys.stderr.write("\r\x1b[K" + line)
+                sys.stderr.flush()
+                self._shown = True
+
+
+class _ClearingStream:
+    """stderr for log lines while the bar is shown: clears the bar line first."""
+
+    def __init__(self, progress: _Progress) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        self.progress.clear()
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@click.command("run")
+@click.argument("target", metavar="PATH.py:FLOW|module:FLOW")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A flow parameter; VALUE is JSON or a string. Repeat for more.")
+@address_option
+@storage_option
+@click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: when stderr is a terminal).")
+@json_option
+def run(target: str, params: tuple[str, ...], address: str | None, storage: str | None, progress: bool | None, as_json: bool) -> None:
+    """Run a flow and print a summary. Exit code 0 if it completed, 1 if not, 2 for bad usage.
+
+    \b
+    Examples:
+      daskflow run examples/hpo_kfold.py:hpo_kfold -p n_folds=5
+      daskflow run mypkg.pipelines:nightly --address tcp://scheduler:8786 --storage s3://bucket/runs
+    """
+    from ..exceptions import InvalidOptionError, ParameterValidationError
+    from ..pipeline.flow import RUN_OBSERVERS
+
+    flow = load_flow(target)
+    parameters = parse_parameters(params)
+    try:
+        flow.parameters.bind((), parameters, flow.validate_parameters)
+    except ParameterValidationError as exc:
+        errors = getattr(exc, "errors", None) or []
+        detail = "; ".join(f"{e['field']}: {e['error']}" for e in errors) or str(exc).split("\n", 1)[0]
+        raise CLIError(f"bad parameters for flow {flow.name!r}: {detail}; pass them as -p NAME=VALUE") from None
+    changes: dict[str, Any] = {}
+    if address:
+        from ..runners.dask import DaskTaskRunner
+
+        changes["task_runner"] = DaskTaskRunner(address=address)
+    if storage:
+        changes["result_storage"] = storage
+    try:
+        if changes:
+            flow = flow.with_options(**changes)
+    except InvalidOptionError as exc:
+        raise CLIError(str(exc)) from None
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress()
+    RUN_OBSERVERS.append(bar.observe)
+    console = logging.getLogger("daskflow")
+    saved_streams = []
+    if show_bar:
+        from ..pipeline.context import configure_console_logging
+
+        configure_console_logging(True)
+        for handler in console.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                saved_streams.append((handler, handler.setStream(_ClearingStream(bar))))
+        bar.start()
+    try:
+        state = flow(**parameters, return_state=True)
+    finally:
+        RUN_OBSERVERS.remove(bar.observe)
+        if show_bar:
+            bar.stop()
+            for handler, stream in saved_streams:
+                handler.setStream(stream)
+    _summary(bar.flow_run, state, as_json)
+    if not state.is_completed():
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
+    from ..masking import mask, mask_value
+
+    counts = flow_run.state_counts() if flow_run is not None else {}
+    cached = sum(1 for tr in flow_run.task_runs.values() if tr.cache_hit) if flow_run is not None else 0
+    duration = (flow_run.end_time or time.time()) - flow_run.start_time if flow_run is not None else None
+    result = state.data if state.is_completed() else None
+    if as_json:
+        echo_json(
+            {
+                "id": getattr(flow_run, "id", None),
+                "name": getattr(flow_run, "name", None),
+                "state": state.name,
+                "message": mask(state.message or ""),
+                "duration": duration,
+                "task_counts": counts,
+                "cached": cached,
+                "result_storage": getattr(flow_run, "result_storage", None),
+                "history_url": getattr(flow_run, "history_url", None),
+                "result": mask_value(result),
+            }
+        )
+        return
+    name = getattr(flow_run, "name", "?")
+    lines = [f"Flow run {name!r} {state.name} in {format_duration(duration)}" + (f": {mask(state.message)}" if state.message and not state.is_completed() else "")]
+    if counts:
+        lines.append("  task runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" ({cached} reused from storage)" if cached else ""))
+    if flow_run is not None and flow_run.result_storage:
+        lines.append(f"  results:   {flow_run.result_storage}")
+    if flow_run is not None and flow_run.history_url:
+        storage = flow_run.result_storage or ""
+        lines.append(f"  history:   daskflow runs show {flow_run.id[:12]}" + (f" --storage {storage}" if storage else ""))
+    if state.is_completed() and result is not None:
+        text = mask(repr(result))
+        lines.append(f"  returned:  {text if len(text) <= 200 else text[:199] + '…'}")
+    click.echo("\n".join(lines))
+
+
+COMMANDS = [run]
