@@ -462,3 +462,43 @@ def test_daskflow_run_subprocess_exit_codes_and_summary(tmp_path, _result_storag
     assert wrong.returncode == 2 and "its flows: squares" in wrong.stderr
     listed = run("runs", "ls", "--json")
     assert [r["state"]["name"] for r in json.loads(listed.stdout)] == ["Failed", "Completed", "Completed"]
+
+
+def test_history_on_s3_is_listed_shown_and_read_live(s3_store_url, s3_server, tmp_path):
+    """The same records through the real S3 protocol (moto on 127.0.0.1)."""
+    from .s3 import bucket_keys
+
+    url, options = s3_store_url
+    gate = tmp_path / "gate"
+    gate.mkdir()
+
+    @flow(task_runner=ConcurrentTaskRunner(), result_storage=url, tags=["s3"])
+    def on_s3():
+        first = scored(0, 1.0)
+        return first["fold"], block_until(str(gate), "s3", 120)
+
+    outcome = {}
+    with dask.config.set({**FAST, "daskflow.storage.options": options}):
+        thread = threading.Thread(target=lambda: outcome.setdefault("state", on_s3(return_state=True)))
+        thread.start()
+        try:
+            history = History(Store(url))
+            wait_until(lambda: history.entries() and {t["name"]: t["state"]["name"] for t in history.tasks(history.entries()[0])}
+                       == {"scored-0": "Completed", "block_until-0": "Running"}, 60, message="the live record on S3")
+            live = json.loads(CliRunner().invoke(cli, ["runs", "ls", "--json", "--storage", url]).output)
+            assert [r["state"]["name"] for r in live] == ["Running"]
+        finally:
+            (gate / "s3.go").write_text("go")
+            thread.join(60)
+        assert outcome["state"].is_completed()
+        shown = CliRunner().invoke(cli, ["runs", "show", live[0]["id"][:8], "--storage", url])
+        logs = CliRunner().invoke(cli, ["logs", live[0]["id"], "--storage", url, "--task", "scored-0"])
+        artifacts = CliRunner().invoke(cli, ["artifacts", "ls", live[0]["id"], "--storage", url, "--json"])
+    assert shown.exit_code == 0 and "state       Completed" in shown.output and "block_until-0" in shown.output
+    assert "fold 0 with C=1.0" in logs.output
+    assert [a["key"] for a in json.loads(artifacts.output)] == ["fold-score"]
+    bucket = url.split("/")[2]
+    keys = bucket_keys(s3_server, bucket)
+    run_keys = [k for k in keys if k.startswith("prefix/runs/")]
+    assert any(k.endswith("/run.json") for k in run_keys)
+    assert not [k for k in keys if k.startswith("prefix/active/")]
