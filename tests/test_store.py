@@ -519,6 +519,10 @@ def test_a_missing_bucket_is_named(s3_server: str) -> None:
     # Nor is a lookup a silent miss: a missing bucket is not a missing entry.
     with pytest.raises(StorageError, match=f"bucket '{bucket}' does not exist"):
         store.lookup([KEY])
+    # Nor do listings read it as an empty store.
+    for listing in (store.list, store.children):
+        with pytest.raises(StorageError, match=f"bucket '{bucket}' does not exist"):
+            listing("results")
 
 
 def _closed_port() -> int:

@@ -488,7 +488,9 @@ class Store:
             if self.local and not os.path.exists(base):
                 return []
             found = self.fs.find(base, withdirs=False)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):  # a mistyped bucket is an error, not an empty store
+                raise self._error(exc, "list", prefix) from exc
             return []
         except Exception as exc:
             raise self._error(exc, "list", prefix) from exc
