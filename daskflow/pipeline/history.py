@@ -167,7 +167,10 @@ class RunRecorder:
                 logger.debug("heartbeat sweep of %s failed", self.store.url, exc_info=True)
         while True:
             self.flush()
-            self._check_cancel()
+            try:
+                self._check_cancel()
+            except Exception:  # never let the recorder thread die: the run still needs its record
+                logger.warning("Flow run %r - checking for a cancel request failed", self.flow_run.name, exc_info=True)
             if self._stop.wait(self.interval):
                 return
 
@@ -196,13 +199,15 @@ class RunRecorder:
                 if self._failing:
                     logger.info("Flow run %r - writing its history to %s works again", flow_run.name, self.writer.url)
                     self._failing = False
-            except (StorageError, OSError) as exc:
+            except Exception as exc:  # history is a record of the run, not the run: warn, go on, retry
                 with self._lock:
                     for key, task_run in dirty.items():
                         self._dirty.setdefault(key, task_run)
                 if not self._failing or final:
-                    # History is a record of the run, not the run: warn, keep going, retry.
-                    logger.warning("Flow run %r - cannot write its history to %s: %s", flow_run.name, self.writer.url, exc)
+                    unexpected = not isinstance(exc, (StorageError, OSError))
+                    logger.warning(
+                        "Flow run %r - cannot write its history to %s: %s", flow_run.name, self.writer.url, exc, exc_info=unexpected
+                    )
                     self._failing = True
 
     def _check_cancel(self) -> None:
