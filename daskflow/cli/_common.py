@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -159,6 +158,3 @@ def parse_age(text: str, option: str) -> float:
         raise CLIError(f"{option} {text!r} is negative; use an age like 7d or 12h")
     return seconds
 
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()

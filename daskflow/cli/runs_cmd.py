@@ -27,10 +27,6 @@ from ._common import (
 
 __all__ = ["COMMANDS"]
 
-#: State names that are not a success, for the summary columns.
-_UNSUCCESSFUL = {"FAILED", "CRASHED", "CANCELLED", "SKIPPED"}
-
-
 def _history(storage: str | None) -> History:
     return History(open_store(storage))
 

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import dask.config
+
 from ..exceptions import RunNotFoundError, StorageError
 from .store import Store
 
@@ -43,6 +45,7 @@ __all__ = [
     "FINAL_STATE_TYPES",
     "FORMAT",
     "History",
+    "RunEntry",
     "RunWriter",
     "run_folder",
 ]
@@ -166,8 +169,6 @@ class History:
     """
 
     def __init__(self, store: Store, stale_after: float | None = None) -> None:
-        import dask.config
-
         self.store = store
         self.stale_after = float(stale_after if stale_after is not None else dask.config.get("daskflow.history.crashed-after", 90))
 
@@ -294,14 +295,7 @@ class History:
 
     def _shown(self, record: dict[str, Any], now: float) -> dict[str, Any]:
         """A running record whose driver stopped beating is shown Crashed."""
-        if record.get("state", {}).get("type") in FINAL_STATE_TYPES:
-            return record
-        beat = record.get("heartbeat") or record.get("start_time") or 0
-        if now - beat > self.stale_after:
-            crashed = _crashed_state(beat, now)
-            record = dict(record, state=crashed, state_history=[*record.get("state_history", []), crashed])
-            record.setdefault("end_time", beat)
-        return record
+        return _crashed_if_stale(record, now, self.stale_after) or record
 
     def _segments(self, entry: RunEntry, kind: str) -> Iterator[dict[str, Any]]:
         prefix = f"{RUNS}/{entry.folder}"
@@ -341,16 +335,11 @@ class History:
                 continue
             except ValueError:
                 continue
-            state_type = record.get("state", {}).get("type")
-            if state_type not in FINAL_STATE_TYPES:
-                beat = record.get("heartbeat") or record.get("start_time") or 0
-                if now - beat <= self.stale_after:
-                    continue
-                crashed = _crashed_state(beat, now)
-                record["state"] = crashed
-                record.setdefault("state_history", []).append(crashed)
-                record["end_time"] = record.get("end_time") or beat
-                self.store.put(path, _dumps(record))
+            if record.get("state", {}).get("type") not in FINAL_STATE_TYPES:
+                crashed = _crashed_if_stale(record, now, self.stale_after)
+                if crashed is None:
+                    continue  # alive
+                self.store.put(path, _dumps(crashed))
                 marked.append(match.group(2))
             self.store.delete(f"{ACTIVE}/{name}")
         return marked
@@ -359,24 +348,20 @@ class History:
         """Ask the run's driver to cancel the run (it checks at each heartbeat)."""
         self.store.put(f"{RUNS}/{entry.folder}/cancel.json", _dumps({"reason": reason, "requested": time.time()}))
 
-    def mark_cancelled(self, entry: RunEntry, reason: str) -> dict[str, Any]:
-        """Record a run whose driver is gone as Cancelled (nothing is left to stop)."""
-        path = f"{RUNS}/{entry.folder}/run.json"
-        record = json.loads(self.store.get(path))
-        state = {"type": "CANCELLED", "name": "Cancelled", "timestamp": time.time(), "message": reason}
-        record["state"] = state
-        record.setdefault("state_history", []).append(state)
-        record["end_time"] = record.get("end_time") or state["timestamp"]
-        self.store.put(path, _dumps(record))
-        self.store.delete(f"{ACTIVE}/{entry.folder}")
-        return record
 
-
-def _crashed_state(beat: float, now: float) -> dict[str, Any]:
+def _crashed_if_stale(record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any] | None:
+    """A copy of a running ``record`` whose heartbeat is older than ``stale_after``,
+    ended Crashed at its last heartbeat; ``None`` if it is final or alive."""
+    if record.get("state", {}).get("type") in FINAL_STATE_TYPES:
+        return None
+    beat = record.get("heartbeat") or record.get("start_time") or 0
+    if now - beat <= stale_after:
+        return None
     seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat))
-    return {
+    crashed = {
         "type": "CRASHED",
         "name": "Crashed",
         "timestamp": now,
         "message": f"the driver stopped sending heartbeats (last at {seen}); it was killed or lost its machine",
     }
+    return dict(record, state=crashed, state_history=[*record.get("state_history", []), crashed], end_time=record.get("end_time") or beat)
