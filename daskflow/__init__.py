@@ -29,7 +29,11 @@ from .exceptions import (
     TaskTimeoutError,
     UpstreamFailedError,
 )
-from .pipeline.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from .pipeline.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from .pipeline.cache import (
     DEFAULT,
     FLOW_PARAMETERS,

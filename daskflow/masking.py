@@ -28,6 +28,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel, SecretBytes, SecretStr
+
 __all__ = [
     "MASK",
     "MIN_LENGTH",
@@ -98,10 +100,6 @@ def secrets_in(value: Any) -> list[str]:
     """The raw values of ``SecretStr``/``SecretBytes`` found in ``value`` (walked
     through lists, tuples, sets, dicts and pydantic models up to
     :data:`MAX_WALK` items each)."""
-    try:
-        from pydantic import BaseModel, SecretBytes, SecretStr
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        return []
     found: list[str] = []
     seen: set[int] = set()
 
@@ -137,10 +135,6 @@ MAX_REPR = 500
 def mask_value(value: Any, depth: int = 0) -> Any:
     """A JSON-ready copy of ``value`` with secrets masked: ``SecretStr`` becomes
     :data:`MASK`, strings are masked, other objects become their (cut) repr."""
-    try:
-        from pydantic import SecretBytes, SecretStr
-    except ImportError:  # pragma: no cover
-        SecretStr = SecretBytes = ()  # type: ignore[assignment,misc]
     if isinstance(value, (SecretStr, SecretBytes)):
         return MASK
     if value is None or isinstance(value, (bool, int, float)):

@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from ._common import EXIT_FAILED, CLIError, address_option, echo_json, format_duration, json_option, storage_option
+from ._common import (
+    EXIT_FAILED,
+    CLIError,
+    address_option,
+    echo_json,
+    format_duration,
+    json_option,
+    storage_option,
+)
 
 __all__ = ["COMMANDS", "load_flow", "parse_parameters"]
 
@@ -148,7 +156,7 @@ class _Progress:
             total = len(states)
             done = sum(1 for s in states if s.is_final())
             bad = sum(1 for s in states if s.is_final() and not s.is_completed())
-            cached = sum(1 for tr in list(run.task_runs.values()) if tr.cache_hit)
+            cached = run.cache_hits()
             width = 30
             filled = int(width * done / total) if total else 0
             line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} task runs"
@@ -246,7 +254,7 @@ def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
     from ..masking import mask, mask_value
 
     counts = flow_run.state_counts() if flow_run is not None else {}
-    cached = sum(1 for tr in flow_run.task_runs.values() if tr.cache_hit) if flow_run is not None else 0
+    cached = flow_run.cache_hits() if flow_run is not None else 0
     duration = (flow_run.end_time or time.time()) - flow_run.start_time if flow_run is not None else None
     result = state.data if state.is_completed() else None
     if as_json:

@@ -6,13 +6,12 @@ import contextvars
 import logging
 import sys
 import threading
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..exceptions import MissingContextError
 from ..masking import MaskingFilter, mask
-from ..runners.execute import TASK_RUN_CONTEXT, task_run_logger
+from ..runners.execute import TASK_RUN_CONTEXT, record_text, task_run_logger
 from .runs import FlowRun, LogLine
 
 if TYPE_CHECKING:
@@ -62,10 +61,7 @@ class _FlowRunHandler(logging.Handler):
         return super().handle(record)
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        self.flow_run.logs.append(LogLine(record.created, record.levelno, mask(message)))
+        self.flow_run.logs.append(LogLine(record.created, record.levelno, mask(record_text(record))))
 
 
 def get_run_logger() -> logging.Logger:

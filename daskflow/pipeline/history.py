@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import dask.config
 
-from ..exceptions import StorageError
+from ..exceptions import InvalidOptionError, StorageError
 from ..masking import mask, mask_value
 from ..storage.records import FORMAT, History, RunWriter
 from ..storage.store import Store
@@ -49,8 +49,6 @@ def _seconds(name: str, default: float) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        from ..exceptions import InvalidOptionError
-
         raise InvalidOptionError(f"daskflow.history.{name} is {value!r}; give a number of seconds like {default}") from None
     return max(seconds, 0.01)
 
@@ -145,7 +143,6 @@ class RunRecorder:
         self._cancel_seen = False
         self._failing = False
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -236,12 +233,6 @@ class RunRecorder:
     def run_record(self, now: float | None = None) -> dict[str, Any]:
         """The flow run as JSON (parameters and messages masked)."""
         flow_run = self.flow_run
-        counts: dict[str, int] = {}
-        cached = 0
-        for tr in list(flow_run.task_runs.values()):
-            name = tr.state.name
-            counts[name] = counts.get(name, 0) + 1
-            cached += tr.cache_hit
         return {
             "format": FORMAT,
             "id": flow_run.id,
@@ -263,8 +254,8 @@ class RunRecorder:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "heartbeat": now if now is not None else time.time(),
-            "task_counts": counts,
+            "task_counts": flow_run.state_counts(),
             "task_runs": len(flow_run.task_runs),
-            "cached": cached,
+            "cached": flow_run.cache_hits(),
             "traceback": _error_text(flow_run.state),
         }

@@ -142,7 +142,11 @@ class FlowRun:
 
     def state_counts(self) -> dict[str, int]:
         """How many task runs are in each named state, e.g. ``{"Completed": 40, "Failed": 2}``."""
-        return dict(Counter(tr.state.name for tr in self.task_runs.values()))
+        return dict(Counter(tr.state.name for tr in list(self.task_runs.values())))
+
+    def cache_hits(self) -> int:
+        """How many task runs reused a stored result."""
+        return sum(1 for tr in list(self.task_runs.values()) if tr.cache_hit)
 
     def task_run(self, name: str) -> TaskRun:
         """The task run called ``name`` (e.g. ``"fit-3"``)."""

@@ -56,6 +56,7 @@ __all__ = [
     "execute_attempt",
     "install_print_capture",
     "load_stored",
+    "record_text",
 ]
 
 #: Log lines shipped per report; a chatty task flushes a batch each time it fills.
@@ -284,12 +285,18 @@ class _RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            self.context.add_line(record.created, record.levelno, message)
+            self.context.add_line(record.created, record.levelno, record_text(record))
         except Exception:  # a logging error must never fail the task
             self.handleError(record)
+
+
+def record_text(record: logging.LogRecord) -> str:
+    """A log record's message, with its exception's traceback when it has one
+    (``logger.exception``): what a run's log keeps of it."""
+    message = record.getMessage()
+    if record.exc_info:
+        message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    return message
 
 
 def task_run_logger(context: TaskRunContext) -> logging.Logger:

@@ -186,13 +186,17 @@ def _sanitize_url(url: str) -> str:
     return re.sub(r"(://)[^/@]*@", r"\1", url)
 
 
+def _is_secret_option(name: str) -> bool:
+    return name not in _SAFE_OPTION and bool(_SECRET_OPTION.search(name))
+
+
 def _credentials(options: Mapping[str, Any]) -> list[str]:
     """String values of credential options, at any depth (to mask them in logs)."""
     found: list[str] = []
     for name, value in options.items():
         if isinstance(value, Mapping):
             found.extend(_credentials(value))
-        elif isinstance(value, str) and name not in _SAFE_OPTION and _SECRET_OPTION.search(name):
+        elif isinstance(value, str) and _is_secret_option(name):
             found.append(value)
     return found
 
@@ -201,7 +205,7 @@ def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``storage_options`` without credentials (what may travel to workers)."""
     safe: dict[str, Any] = {}
     for name, value in options.items():
-        if name not in _SAFE_OPTION and _SECRET_OPTION.search(name):
+        if _is_secret_option(name):
             continue  # a secret, or a mapping of them (e.g. "credentials": {...})
         safe[name] = shareable_options(value) if isinstance(value, Mapping) else value
     return safe
