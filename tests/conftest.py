@@ -40,6 +40,18 @@ def _result_storage(tmp_path):
         yield store
 
 
+def assert_error(result, code: int, *fragments: str) -> str:
+    """A CLI result that failed with exit ``code`` and one line on stderr,
+    ``Error: ...`` (holding each of ``fragments``), no traceback; returns it."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message: str = "condition"):
     """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -24,6 +24,7 @@ from daskflow import NONE, CorruptedResultError, SequentialTaskRunner, Store, fl
 from daskflow.cli import cli
 from daskflow.storage.store import Manifest
 
+from .conftest import assert_error
 from .s3 import bucket_keys
 from .tasks import add, describe, total
 
@@ -42,17 +43,6 @@ def run_flow(x: int = 1) -> None:
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
-
-
-def assert_error(result: Result, code: int, *fragments: str) -> str:
-    """One line on stderr, ``Error: ...``, no traceback; returns it."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def manifests(root: Path) -> dict[str, Path]:

@@ -18,6 +18,8 @@ from click.testing import CliRunner, Result
 
 from daskflow.cli import cli
 
+from .conftest import assert_error
+
 
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path, monkeypatch) -> Path:
@@ -32,17 +34,6 @@ def config_dir(tmp_path, monkeypatch) -> Path:
 
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, ["config", *args])
-
-
-def assert_error(result: Result, code: int, *fragments: str) -> str:
-    """One line on stderr, ``Error: ...``, no traceback; returns it."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def written(path: Path) -> dict:

@@ -9,9 +9,16 @@ import dask
 import pytest
 from click.testing import CliRunner
 
-from daskflow import SequentialTaskRunner, create_markdown_artifact, flow, get_run_logger, task
+from daskflow import (
+    SequentialTaskRunner,
+    create_markdown_artifact,
+    flow,
+    get_run_logger,
+    task,
+)
 from daskflow.cli import cli
 
+from .conftest import assert_error
 from .tasks import add, fail, scored
 
 
@@ -49,10 +56,9 @@ def invoke(*args: str):
 
 
 def _one_line_error(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    return lines[0]
+    line = assert_error(result, code)
+    assert result.output.strip() == line  # nothing on stdout either
+    return line
 
 
 def test_runs_ls_lists_newest_first_and_filters(history):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,20 @@ from .conftest import DaskCLICluster, wait_until, worker_env
 from .tasks import add, block_until, fail, leaky, scored, total
 
 FAST = {"daskflow.history.flush-interval": 0.05, "daskflow.history.heartbeat": 0.2}
+
+
+@contextlib.contextmanager
+def _running(flow_, release: Path):
+    """Run ``flow_`` in a thread; yield ``{"state": ...}`` (filled once it ends).
+    On leaving, write the gate file ``release`` and wait for the run to end."""
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("state", flow_(return_state=True)))
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        release.write_text("go")
+        thread.join(60)
 
 
 def _history(store_path: Path) -> History:
@@ -117,29 +132,22 @@ def test_history_is_readable_while_the_run_goes_on(_result_storage, tmp_path):
         blocked = block_until.submit(str(gate), "b")
         return first, blocked.result()
 
-    outcome = {}
-    with dask.config.set(FAST):
-        thread = threading.Thread(target=lambda: outcome.setdefault("state", slow(return_state=True)))
-        thread.start()
-        try:
-            history = _history(_result_storage)
+    with dask.config.set(FAST), _running(slow, gate / "b.go") as outcome:
+        history = _history(_result_storage)
 
-            def running_with_add_done():
-                entries = history.entries()
-                if not entries:
-                    return None
-                tasks = {t["name"]: t["state"]["name"] for t in history.tasks(entries[0])}
-                return tasks if tasks.get("add-0") == "Completed" and tasks.get("block_until-0") == "Running" else None
+        def running_with_add_done():
+            entries = history.entries()
+            if not entries:
+                return None
+            tasks = {t["name"]: t["state"]["name"] for t in history.tasks(entries[0])}
+            return tasks if tasks.get("add-0") == "Completed" and tasks.get("block_until-0") == "Running" else None
 
-            seen = wait_until(running_with_add_done, 60, message="the record of a running run")
-            assert seen == {"add-0": "Completed", "block_until-0": "Running"}
-            record = history.run(history.entries()[0])
-            assert record["state"]["name"] == "Running"
-            assert record["task_counts"] == {"Completed": 1, "Running": 1}
-            assert Store(str(_result_storage)).children("active") == [history.entries()[0].folder]
-        finally:
-            (gate / "b.go").write_text("go")
-            thread.join(60)
+        seen = wait_until(running_with_add_done, 60, message="the record of a running run")
+        assert seen == {"add-0": "Completed", "block_until-0": "Running"}
+        record = history.run(history.entries()[0])
+        assert record["state"]["name"] == "Running"
+        assert record["task_counts"] == {"Completed": 1, "Running": 1}
+        assert Store(str(_result_storage)).children("active") == [history.entries()[0].folder]
     assert outcome["state"].is_completed()
     assert history.run(history.entries()[0])["state"]["name"] == "Completed"
 
@@ -306,19 +314,12 @@ def test_cancel_from_another_process_stops_the_run(tmp_path, _result_storage):
         first = add(1, 1)
         return first + block_until(str(gate), "held", 120)
 
-    outcome = {}
-    with dask.config.set(FAST):
-        thread = threading.Thread(target=lambda: outcome.setdefault("state", long_one(return_state=True)))
-        thread.start()
-        try:
-            history = _history(_result_storage)
-            wait_until(lambda: list(gate.glob("held.pid.*")) and history.entries(), 60, message="the blocking task to start")
-            entry = history.entries()[0]
-            wait_until(lambda: history.run(entry)["state"]["name"] == "Running", 30, message="the run recorded Running")
-            result = CliRunner().invoke(cli, ["cancel", entry.run_id[:10], "--timeout", "60"])
-        finally:
-            (gate / "held.go").write_text("go")
-            thread.join(60)
+    with dask.config.set(FAST), _running(long_one, gate / "held.go") as outcome:
+        history = _history(_result_storage)
+        wait_until(lambda: list(gate.glob("held.pid.*")) and history.entries(), 60, message="the blocking task to start")
+        entry = history.entries()[0]
+        wait_until(lambda: history.run(entry)["state"]["name"] == "Running", 30, message="the run recorded Running")
+        result = CliRunner().invoke(cli, ["cancel", entry.run_id[:10], "--timeout", "60"])
     assert result.exit_code == 0, result.output
     assert "ended Cancelled" in result.output
     assert outcome["state"].is_cancelled()
@@ -335,19 +336,13 @@ def test_cancel_through_the_scheduler_is_heard_at_once(tmp_path, _result_storage
     def held():
         return block_until(str(gate), "sched", 120)
 
-    outcome = {}
     # A heartbeat far longer than the test: only the scheduler path can be that fast.
-    with dask.config.set({"daskflow.history.flush-interval": 0.05, "daskflow.history.heartbeat": 600}):
-        thread = threading.Thread(target=lambda: outcome.setdefault("state", held(return_state=True)))
-        thread.start()
-        try:
-            history = _history(_result_storage)
-            wait_until(lambda: list(gate.glob("sched.pid.*")) and history.entries(), 60, message="the task to start")
-            entry = history.entries()[0]
-            result = CliRunner().invoke(cli, ["cancel", entry.run_id, "--address", threads_cluster.scheduler_address, "--timeout", "60"])
-        finally:
-            (gate / "sched.go").write_text("go")
-            thread.join(60)
+    slow_beat = {"daskflow.history.flush-interval": 0.05, "daskflow.history.heartbeat": 600}
+    with dask.config.set(slow_beat), _running(held, gate / "sched.go") as outcome:
+        history = _history(_result_storage)
+        wait_until(lambda: list(gate.glob("sched.pid.*")) and history.entries(), 60, message="the task to start")
+        entry = history.entries()[0]
+        result = CliRunner().invoke(cli, ["cancel", entry.run_id, "--address", threads_cluster.scheduler_address, "--timeout", "60"])
     assert result.exit_code == 0, result.output
     assert outcome["state"].is_cancelled()
     assert history.tasks(entry)[0]["state"]["name"] == "Cancelled"
@@ -477,19 +472,13 @@ def test_history_on_s3_is_listed_shown_and_read_live(s3_store_url, s3_server, tm
         first = scored(0, 1.0)
         return first["fold"], block_until(str(gate), "s3", 120)
 
-    outcome = {}
     with dask.config.set({**FAST, "daskflow.storage.options": options}):
-        thread = threading.Thread(target=lambda: outcome.setdefault("state", on_s3(return_state=True)))
-        thread.start()
-        try:
+        with _running(on_s3, gate / "s3.go") as outcome:
             history = History(Store(url))
             wait_until(lambda: history.entries() and {t["name"]: t["state"]["name"] for t in history.tasks(history.entries()[0])}
                        == {"scored-0": "Completed", "block_until-0": "Running"}, 60, message="the live record on S3")
             live = json.loads(CliRunner().invoke(cli, ["runs", "ls", "--json", "--storage", url]).output)
             assert [r["state"]["name"] for r in live] == ["Running"]
-        finally:
-            (gate / "s3.go").write_text("go")
-            thread.join(60)
         assert outcome["state"].is_completed()
         shown = CliRunner().invoke(cli, ["runs", "show", live[0]["id"][:8], "--storage", url])
         logs = CliRunner().invoke(cli, ["logs", live[0]["id"], "--storage", url, "--task", "scored-0"])
