@@ -136,15 +136,18 @@ def test_history_is_readable_while_the_run_goes_on(_result_storage, tmp_path):
         history = _history(_result_storage)
 
         def running_with_add_done():
+            # A flush appends the task segment before it rewrites run.json, so a
+            # reader can see the two a moment apart: wait until both show it.
             entries = history.entries()
             if not entries:
                 return None
             tasks = {t["name"]: t["state"]["name"] for t in history.tasks(entries[0])}
-            return tasks if tasks.get("add-0") == "Completed" and tasks.get("block_until-0") == "Running" else None
+            record = history.run(entries[0])
+            done = tasks.get("add-0") == "Completed" and tasks.get("block_until-0") == "Running"
+            return (tasks, record) if done and record["task_counts"].get("Running") == 1 else None
 
-        seen = wait_until(running_with_add_done, 60, message="the record of a running run")
+        seen, record = wait_until(running_with_add_done, 60, message="the record of a running run")
         assert seen == {"add-0": "Completed", "block_until-0": "Running"}
-        record = history.run(history.entries()[0])
         assert record["state"]["name"] == "Running"
         assert record["task_counts"] == {"Completed": 1, "Running": 1}
         assert Store(str(_result_storage)).children("active") == [history.entries()[0].folder]
