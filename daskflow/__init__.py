@@ -47,6 +47,7 @@ from .pipeline.cache import (
     task_input_hash,
 )
 from .pipeline.context import get_run_logger
+from .pipeline.flow import RUN_WATCHERS as _RUN_WATCHERS
 from .pipeline.flow import Flow, flow
 from .pipeline.futures import TaskFuture, TaskFutureList, as_completed, unmapped, wait
 from .pipeline.retries import exponential_backoff
@@ -60,8 +61,12 @@ from .runners import (
     TaskRunner,
     ThreadPoolTaskRunner,
 )
+from .status.feed import watch as _watch_on_status_page
 from .storage import Store
 from .storage.records import History
+
+# Runs on a Dask cluster feed the status page of its dashboard (``daskflow.status``).
+_RUN_WATCHERS.append(_watch_on_status_page)
 
 __version__ = "0.1.0"
 

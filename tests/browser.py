@@ -19,7 +19,7 @@ Where the browser comes from: ``$DASKFLOW_CHROMIUM`` (a path), else
 ``chromium``, ``chromium-browser`` or ``google-chrome`` on ``PATH``, else (as
 root, with ``apt-get``) Debian's package is installed once. Without a browser
 or without playwright the tests skip with the install command; with
-``DASKFLOW_REQUIRE_BROWSER=1`` (CI) they fail instead, so they cannot silently
+``DASKFLOW_REQUIRE_BROWSER=1`` or ``CI`` set they fail instead, so they cannot silently
 stop running.
 
 One browser per test, not per session: while Playwright's sync API is started,
@@ -78,7 +78,7 @@ PLAYWRIGHT_HINT = "pip install -e '.[test]'"
 
 def _unavailable(message: str) -> NoReturn:
     """Skip, or fail where the browser tests must run (``DASKFLOW_REQUIRE_BROWSER=1``)."""
-    if os.environ.get("DASKFLOW_REQUIRE_BROWSER") == "1":
+    if os.environ.get("DASKFLOW_REQUIRE_BROWSER") == "1" or os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 

@@ -94,15 +94,29 @@ def worker_env() -> dict[str, str]:
 class DaskCLICluster:
     """``dask scheduler`` and ``dask worker`` processes started like a user would."""
 
-    def __init__(self, tmp: Path, workers: tuple[tuple[str, ...], ...] = ((), ())) -> None:
-        """``workers`` holds the extra command-line arguments of each worker."""
+    def __init__(
+        self,
+        tmp: Path,
+        workers: tuple[tuple[str, ...], ...] = ((), ()),
+        *,
+        dashboard: bool = False,
+        scheduler_args: tuple[str, ...] = (),
+        scheduler_env: dict[str, str] | None = None,
+    ) -> None:
+        """``workers`` holds the extra command-line arguments of each worker;
+        ``dashboard`` serves the scheduler's dashboard on a free loopback port."""
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
         dask_cli = shutil.which("dask", path=os.path.dirname(sys.executable)) or "dask"
         scheduler_file = tmp / "scheduler.json"
-        self.procs.append(self._spawn([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                       "--no-dashboard", "--scheduler-file", str(scheduler_file)], "scheduler"))
+        http = ["--dashboard-address", "127.0.0.1:0"] if dashboard else ["--no-dashboard"]
+        self.procs.append(self._spawn([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", *http,
+                                       "--scheduler-file", str(scheduler_file), *scheduler_args], "scheduler",
+                                      scheduler_env))
         self.address = wait_until(lambda: _read_address(scheduler_file), 60, message="the dask scheduler's address file")
+        services = json.loads(scheduler_file.read_text()).get("services", {})
+        #: ``http://127.0.0.1:PORT`` of the dashboard, if it has one.
+        self.dashboard = f"http://127.0.0.1:{services['dashboard']}" if dashboard and "dashboard" in services else None
         for i, extra in enumerate(workers):
             self.procs.append(self._spawn([dask_cli, "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1",
                                            "--no-dashboard", "--name", f"w{i}", *extra], f"worker{i}"))
@@ -111,9 +125,13 @@ class DaskCLICluster:
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(len(workers), timeout=60)
 
-    def _spawn(self, cmd: list[str], label: str) -> subprocess.Popen:
+    def _spawn(self, cmd: list[str], label: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{label}.log", "wb")
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=worker_env(), cwd=self.tmp, start_new_session=True)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**worker_env(), **(env or {})}, cwd=self.tmp,
+                                start_new_session=True)
+
+    def log(self, label: str = "scheduler") -> str:
+        return (self.tmp / f"{label}.log").read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
         """Pids of the worker processes (children of the nannies)."""
@@ -188,3 +206,12 @@ def wait_until_none_left(timeout: float = 30.0) -> list[str]:
         if not children or time.monotonic() > deadline:
             return [f"{p.pid}: {' '.join(p.cmdline()[:4])}" for p in children]
         time.sleep(0.1)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Find (or, as root, apt-get install) Chromium once, before any test starts:
+    # an install takes minutes, and the per-test timeout would cut it off.
+    if any({"page", "browser"} & set(getattr(item, "fixturenames", ())) for item in items):
+        from .browser import _find_chromium
+
+        _find_chromium()

@@ -53,9 +53,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import cache_cmd, config_cmd, run_cmd, runs_cmd
+    from . import cache_cmd, config_cmd, run_cmd, runs_cmd, ui_cmd
 
-    for module in (cache_cmd, config_cmd, run_cmd, runs_cmd):
+    for module in (cache_cmd, config_cmd, run_cmd, runs_cmd, ui_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

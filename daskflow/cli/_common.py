@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
+
+from .. import _times
+from .._times import format_duration, format_time
 
 __all__ = [
     "CLIError",
@@ -19,6 +21,7 @@ __all__ = [
     "json_option",
     "open_store",
     "parse_age",
+    "parse_since",
     "storage_option",
 ]
 
@@ -92,26 +95,6 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def format_time(timestamp: float | None) -> str:
-    """``2026-11-23 10:15:02`` in local time, or ``-``."""
-    if timestamp is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-
-
-def format_duration(seconds: float | None) -> str:
-    """``850ms``, ``12.3s``, ``4m05s``, ``2h03m`` or ``-``."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
 def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], max_width: int = 60) -> str:
     """A plain-text table: a header and left-aligned columns, cells cut at ``max_width``.
 
@@ -136,9 +119,6 @@ def _cell(value: Any, max_width: int) -> str:
     return text
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_age(text: str, option: str) -> float:
     """``30s``, ``15m``, ``12h``, ``7d`` or ``2w`` as seconds.
 
@@ -147,14 +127,22 @@ def parse_age(text: str, option: str) -> float:
     CLIError
         Naming ``option`` and the accepted forms.
     """
-    value = text.strip().lower()
-    unit = value[-1:] if value[-1:] in _UNITS else "s"
-    number = value[:-1] if value[-1:] in _UNITS else value
     try:
-        seconds = float(number) * _UNITS[unit]
-    except ValueError:
-        raise CLIError(f"{option} {text!r} is not an age; use a number with s, m, h, d or w, like 7d or 12h") from None
-    if seconds < 0:
-        raise CLIError(f"{option} {text!r} is negative; use an age like 7d or 12h")
-    return seconds
+        return _times.parse_age(text)
+    except ValueError as exc:
+        raise CLIError(f"{option} {exc}") from None
+
+
+def parse_since(text: str, option: str = "--since") -> float:
+    """An age ago (``7d``) or a date (``2026-11-20``) as a timestamp.
+
+    Raises
+    ------
+    CLIError
+        Naming ``option`` and the accepted forms.
+    """
+    try:
+        return _times.parse_since(text)
+    except ValueError as exc:
+        raise CLIError(f"{option} {exc}") from None
 

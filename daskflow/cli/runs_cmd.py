@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from ._common import (
     format_time,
     json_option,
     open_store,
-    parse_age,
+    parse_since,
     storage_option,
 )
 
@@ -46,17 +45,6 @@ def _sweep(history: History) -> None:
         history.sweep()
     except (StorageError, OSError):
         logging.getLogger("daskflow").debug("heartbeat sweep failed", exc_info=True)
-
-
-def _parse_since(text: str) -> float:
-    try:
-        return time.time() - parse_age(text, "--since")
-    except CLIError:
-        pass
-    try:
-        return datetime.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise CLIError(f"--since {text!r} is neither an age (7d, 12h) nor a date (2026-11-20 or 2026-11-20T08:00)") from None
 
 
 def _duration(record: dict[str, Any]) -> float | None:
@@ -84,7 +72,7 @@ def runs() -> None:
 def runs_ls(storage: str | None, flow_name: str | None, state: str | None, tag: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List flow runs, newest first."""
     history = _history(storage)
-    since_time = _parse_since(since) if since else None
+    since_time = parse_since(since) if since else None
     _sweep(history)
     try:
         records = history.runs(flow=flow_name, state=state, tag=tag, since=since_time, limit=limit)

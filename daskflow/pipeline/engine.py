@@ -326,7 +326,7 @@ class FlowRunEngine:
             index=index,
             tags=task.tags,
             seq=len(self.flow_run.task_runs),
-            listener=self.flow_run.task_listener,
+            listener=self.flow_run.task_listener(),
         )
         if settings.policy is not None:
             inputs = _bound_inputs(task, args, kwargs)

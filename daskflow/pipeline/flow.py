@@ -70,6 +70,11 @@ logger = logging.getLogger("daskflow.runs")
 #: its run through this).
 RUN_OBSERVERS: list[Callable[[FlowRun], None]] = []
 
+#: Called with each flow run and its started task runner; a watcher returns a
+#: function to call when the run has its final state (or ``None``). The status
+#: page's live feed registers here (``daskflow.status.feed.watch``).
+RUN_WATCHERS: list[Callable[[FlowRun, TaskRunner], Callable[[], None] | None]] = []
+
 
 class Flow(Generic[P, R]):
     """A function whose call is a flow run: its tasks run on the flow's task runner.
@@ -172,6 +177,7 @@ class _FlowRunner:
         self.parent = None if TASK_RUN_CONTEXT.get() is not None else parent
         self.recorder: RunRecorder | None = None
         self.engine: FlowRunEngine | None = None
+        self._unwatch: list[Callable[[], None]] = []
 
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         flow = self.flow
@@ -232,16 +238,30 @@ class _FlowRunner:
             flow_run.dashboard_link = runner.dashboard_link
             if owns_runner and runner.dashboard_link:
                 logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
+            self._watch(flow_run, runner)
             if flow_run.history_url and self.parent is None:
                 logger.info("Flow run %r - run history: %s", flow_run.name, flow_run.history_url)
             state = self._attempts(flow_run, runner, call_args, call_kwargs)
+            # Finished while the runner is up: watchers (the status page's feed)
+            # push the final state through it, and shutting a cluster down is
+            # not part of the run's time.
+            return self._finish(flow_run, state)
         except KeyboardInterrupt:
             self._finish(flow_run, Cancelled("interrupted by KeyboardInterrupt (Ctrl-C)"))
             raise
         finally:
             if owns_runner:
                 runner.shutdown()
-        return self._finish(flow_run, state)
+
+    def _watch(self, flow_run: FlowRun, runner: TaskRunner) -> None:
+        for watcher in list(RUN_WATCHERS):
+            try:
+                unwatch = watcher(flow_run, runner)
+            except Exception:  # a watcher shows the run; it must never stop it
+                logger.warning("Flow run %r - watcher %r failed to start", flow_run.name, watcher, exc_info=True)
+                continue
+            if unwatch is not None:
+                self._unwatch.append(unwatch)
 
     def _recorder(self, flow_run: FlowRun) -> RunRecorder | None:
         """Start recording the run's history in its store (config ``daskflow.history``)."""
@@ -393,6 +413,12 @@ class _FlowRunner:
         state = state.copy(run=flow_run)
         flow_run.set_state(state)
         flow_run.end_time = time.time()
+        for unwatch in self._unwatch:
+            try:
+                unwatch()
+            except Exception:
+                logger.warning("Flow run %r - a watcher failed to finish", flow_run.name, exc_info=True)
+        self._unwatch = []
         if self.recorder is not None:
             self.recorder.close()  # the final record is written before the call returns
         counts = ", ".join(f"{n} {name}" for name, n in sorted(flow_run.state_counts().items()))

@@ -34,7 +34,7 @@ from ..storage.store import Store
 from .runs import Artifact, FlowRun, LogLine, TaskRun
 from .states import State
 
-__all__ = ["RunRecorder", "history_enabled"]
+__all__ = ["RunRecorder", "artifact_record", "history_enabled", "log_record", "run_record", "state_record", "task_record"]
 
 logger = logging.getLogger("daskflow.runs")
 
@@ -102,6 +102,37 @@ def artifact_record(artifact: Artifact) -> dict[str, Any]:
     }
 
 
+def run_record(flow_run: FlowRun, now: float | None = None) -> dict[str, Any]:
+    """A flow run as JSON (parameters and messages masked); ``now`` is its heartbeat."""
+    return {
+        "format": FORMAT,
+        "id": flow_run.id,
+        "name": flow_run.name,
+        "flow_name": flow_run.flow_name,
+        "version": flow_run.version,
+        "parameters": mask_value(flow_run.parameters),
+        "tags": list(flow_run.tags),
+        "state": state_record(flow_run.state),
+        "state_history": [state_record(s) for s in list(flow_run.state_history)],
+        "start_time": flow_run.start_time,
+        "end_time": flow_run.end_time,
+        "parent_flow_run_id": flow_run.parent_flow_run_id,
+        "subflow_run_ids": [sub.id for sub in list(flow_run.subflow_runs)],
+        "result_storage": flow_run.result_storage,
+        "history_url": flow_run.history_url,
+        "runner": flow_run.runner,
+        "dashboard_link": flow_run.dashboard_link,
+        "status_link": flow_run.status_link,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "heartbeat": now if now is not None else time.time(),
+        "task_counts": flow_run.state_counts(),
+        "task_runs": len(flow_run.task_runs),
+        "cached": flow_run.cache_hits(),
+        "traceback": _error_text(flow_run.state),
+    }
+
+
 def _error_text(state: State) -> str | None:
     error = state.data if isinstance(state.data, BaseException) else None
     if error is None or not (state.is_failed() or state.is_crashed()):
@@ -115,7 +146,7 @@ class RunRecorder:
     Parameters
     ----------
     flow_run : FlowRun
-        The run to record; its ``task_listener`` is set so task runs report changes.
+        The run to record; it joins ``task_listeners`` so task runs report changes.
     store : Store
         Where ``runs/`` lives (the run's result storage root).
     sweep : bool
@@ -129,7 +160,7 @@ class RunRecorder:
         self.interval = _seconds("flush-interval", 2.0)
         self.heartbeat = _seconds("heartbeat", 10.0)
         flow_run.history_url = self.writer.url
-        flow_run.task_listener = self._changed
+        flow_run.task_listeners.append(self._changed)
         #: Called with the reason when ``daskflow cancel`` asks the run to stop.
         self.on_cancel: Callable[[str], None] | None = None
         self._sweep = sweep
@@ -232,30 +263,4 @@ class RunRecorder:
 
     def run_record(self, now: float | None = None) -> dict[str, Any]:
         """The flow run as JSON (parameters and messages masked)."""
-        flow_run = self.flow_run
-        return {
-            "format": FORMAT,
-            "id": flow_run.id,
-            "name": flow_run.name,
-            "flow_name": flow_run.flow_name,
-            "version": flow_run.version,
-            "parameters": mask_value(flow_run.parameters),
-            "tags": list(flow_run.tags),
-            "state": state_record(flow_run.state),
-            "state_history": [state_record(s) for s in list(flow_run.state_history)],
-            "start_time": flow_run.start_time,
-            "end_time": flow_run.end_time,
-            "parent_flow_run_id": flow_run.parent_flow_run_id,
-            "subflow_run_ids": [sub.id for sub in list(flow_run.subflow_runs)],
-            "result_storage": flow_run.result_storage,
-            "history_url": self.writer.url,
-            "runner": flow_run.runner,
-            "dashboard_link": flow_run.dashboard_link,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "heartbeat": now if now is not None else time.time(),
-            "task_counts": flow_run.state_counts(),
-            "task_runs": len(flow_run.task_runs),
-            "cached": flow_run.cache_hits(),
-            "traceback": _error_text(flow_run.state),
-        }
+        return run_record(self.flow_run, now)

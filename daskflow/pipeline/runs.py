@@ -126,12 +126,14 @@ class FlowRun:
     subflow_runs: list[FlowRun] = field(default_factory=list)
     logs: list[LogLine] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
-    #: Given to each new task run's ``listener`` (set by the run history).
-    task_listener: Callable[[TaskRun], None] | None = field(default=None, repr=False)
+    #: Told of every task run's state changes (the run history, the live status feed).
+    task_listeners: list[Callable[[TaskRun], None]] = field(default_factory=list, repr=False)
     #: Where the run's history is (a URL of its folder), when recorded.
     history_url: str | None = None
     #: The Dask dashboard of the cluster the run used, if any.
     dashboard_link: str | None = None
+    #: This run on the daskflow status page of that dashboard, if it has one.
+    status_link: str | None = None
 
     def __post_init__(self) -> None:
         if not self.state_history:
@@ -139,6 +141,20 @@ class FlowRun:
 
     def set_state(self, state: State) -> None:
         _record_state(self, state)
+
+    def task_listener(self) -> Callable[[TaskRun], None] | None:
+        """What a new task run calls on each state change (``None``: nobody listens)."""
+        listeners = self.task_listeners
+        if not listeners:
+            return None
+        if len(listeners) == 1:
+            return listeners[0]
+
+        def tell_all(task_run: TaskRun) -> None:
+            for listener in listeners:
+                listener(task_run)
+
+        return tell_all
 
     def state_counts(self) -> dict[str, int]:
         """How many task runs are in each named state, e.g. ``{"Completed": 40, "Failed": 2}``."""

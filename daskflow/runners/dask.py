@@ -96,8 +96,11 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     publish = _Publisher(worker)
     try:
         value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
-    except (AttemptError, InputLoadError):
+    except (AttemptError, InputLoadError) as exc:
         publish.finish()  # the report travels inside the error
+        report = getattr(exc, "report", None)
+        if isinstance(report, dict):
+            report.setdefault("worker", worker.address)  # the scheduler adds it to published reports only
         _ReportedFailures.install()
         _ReportedFailures.keys.add(key)
         raise
@@ -158,6 +161,21 @@ class _Publisher:
                 return
             # Queued before the end report can be: the end waits for this lock.
             self.worker.log_event(REPORT_TOPIC, self.start)
+
+
+def _inproc_dashboard_link(link: str, scheduler: Any) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    hosts = []
+    for sock in getattr(getattr(scheduler, "http_server", None), "_sockets", {}).values():
+        try:
+            hosts.append(sock.getsockname()[0])
+        except OSError:
+            continue
+    host = next((h for h in hosts if h not in ("0.0.0.0", "::")), "127.0.0.1")
+    parts = urlsplit(link)
+    netloc = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{netloc}:{parts.port}" if parts.port else netloc))
 
 
 def _daskflow_version() -> str:
@@ -250,7 +268,16 @@ class DaskTaskRunner(TaskRunner):
 
     @property
     def dashboard_link(self) -> str | None:
-        return None if self._client is None else self._client.dashboard_link
+        if self._client is None:
+            return None
+        link = self._client.dashboard_link
+        scheduler = getattr(self._cluster, "scheduler", None)
+        if link and scheduler is not None and str(getattr(scheduler, "address", "")).startswith("inproc://"):
+            # An in-process scheduler's address names a placeholder host
+            # (inproc://192.0.2.2/...), and Dask builds the link from it; name
+            # the interface the dashboard really listens on.
+            return _inproc_dashboard_link(link, scheduler)
+        return link
 
     def start(self) -> None:
         from distributed import Client

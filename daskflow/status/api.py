@@ -1,0 +1,107 @@
+"""The status page's JSON routes (read only), for scripts and for tests.
+
+``GET {route}/api/runs?flow=&state=&tag=&since=7d&limit=50``
+    Run records, newest first.
+``GET {route}/api/runs/<run>``
+    ``{"run": record, "tasks": [...], "artifacts": [...]}``; ``<run>`` is an id,
+    an id prefix of 6+ characters or a run name.
+``GET {route}/api/runs/<run>/logs?task=fit-3``
+    ``{"logs": [...]}``.
+
+There is deliberately no route that changes anything: cancelling is on the
+page, over its origin-checked websocket, so a link on another site cannot
+cancel a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any, Callable
+
+from tornado import web
+
+from .._times import parse_since
+from ..exceptions import RunNotFoundError
+from .sources import RunSource
+
+__all__ = ["api_routes"]
+
+#: Most runs one request returns.
+MAX_LIMIT = 10_000
+
+
+class _Handler(web.RequestHandler):
+    def initialize(self, source: Callable[[], RunSource | None]) -> None:
+        self._source_of = source
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        source = self._source()
+        if source.blocking:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        return fn(*args, **kwargs)
+
+    def _source(self) -> RunSource:
+        source = self._source_of()
+        if source is None:
+            raise web.HTTPError(503, reason="the daskflow status plugin is not running on this scheduler")
+        return source
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(body, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish(json.dumps({"error": self._reason}))
+
+
+class RunsHandler(_Handler):
+    async def get(self) -> None:
+        args = {name: self.get_query_argument(name, None) for name in ("flow", "state", "tag", "since", "limit")}
+        try:
+            since = parse_since(args["since"]) if args["since"] else None
+            limit = int(args["limit"]) if args["limit"] else 100
+            if not 1 <= limit <= MAX_LIMIT:
+                raise ValueError(f"limit {limit} is out of range; use 1 to {MAX_LIMIT}")
+        except ValueError as exc:
+            return self._reply(400, {"error": f"bad query: {exc}"})
+        source = self._source()
+        runs = await self._call(source.runs, flow=args["flow"] or None, state=args["state"] or None, tag=args["tag"] or None, since=since, limit=limit)
+        self._reply(200, {"runs": runs})
+
+
+class RunHandler(_Handler):
+    async def get(self, ref: str) -> None:
+        source = self._source()
+        try:
+            detail = await self._call(source.detail, ref)
+        except RunNotFoundError as exc:
+            return self._reply(404, {"error": str(exc)})
+        self._reply(200, {"run": detail.record, "tasks": detail.tasks, "artifacts": detail.artifacts})
+
+
+class LogsHandler(_Handler):
+    async def get(self, ref: str) -> None:
+        source = self._source()
+        try:
+            logs = await self._call(source.logs, ref, self.get_query_argument("task", None) or None)
+        except RunNotFoundError as exc:
+            return self._reply(404, {"error": str(exc)})
+        self._reply(200, {"logs": logs})
+
+
+def api_routes(route: str, source: Callable[[], RunSource | None]) -> list[tuple[str, type, dict[str, Any]]]:
+    """Tornado rules for the JSON routes under ``route`` (like ``/daskflow``)."""
+    base = route.rstrip("/") + "/api"
+    kwargs = {"source": source}
+    return [
+        (base + r"/runs/?", RunsHandler, kwargs),
+        (base + r"/runs/([^/]+)/logs/?", LogsHandler, kwargs),
+        (base + r"/runs/([^/]+)/?", RunHandler, kwargs),
+    ]

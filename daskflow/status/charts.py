@@ -1,0 +1,306 @@
+"""What the status page draws, as plain column data (no Bokeh here).
+
+Every function takes the records of :mod:`daskflow.pipeline.history` and returns
+``{column: [values]}`` dicts ready for a ``ColumnDataSource``. Past a limit the
+timeline and the graph aggregate (time bins per worker; one node per task name),
+so a run of 10,000 task runs never becomes 10,000 glyphs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from .._times import format_duration, format_time
+
+__all__ = [
+    "GRAPH_NODE_LIMIT",
+    "STATE_COLORS",
+    "TIMELINE_BAR_LIMIT",
+    "Graph",
+    "Timeline",
+    "dependency_graph",
+    "runs_table",
+    "state_color",
+    "task_table",
+    "timeline",
+]
+
+#: Past this many task runs the timeline shows time bins per worker, not bars.
+TIMELINE_BAR_LIMIT = 2_000
+#: Past this many task runs the graph shows one node per task name.
+GRAPH_NODE_LIMIT = 400
+#: Nodes that get a text label (more would overlap into noise).
+GRAPH_LABEL_LIMIT = 60
+#: Time bins of an aggregated timeline.
+TIMELINE_BINS = 150
+
+STATE_COLORS = {
+    "COMPLETED": "#2e7d32",
+    "CACHED": "#4db6ac",
+    "RUNNING": "#1e88e5",
+    "PENDING": "#9e9e9e",
+    "SCHEDULED": "#bdbdbd",
+    "FAILED": "#d32f2f",
+    "CRASHED": "#6a1b9a",
+    "CANCELLED": "#ef6c00",
+    "SKIPPED": "#cfd8dc",
+}
+# The state a group of task runs is colored by: the first of these any member is in.
+_SEVERITY = ("FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING", "SCHEDULED", "COMPLETED", "SKIPPED")
+
+
+def state_color(state: dict[str, Any], cache_hit: bool = False) -> str:
+    kind = state.get("type", "PENDING")
+    if kind == "COMPLETED" and cache_hit:
+        kind = "CACHED"
+    return STATE_COLORS.get(kind, STATE_COLORS["PENDING"])
+
+
+def _duration(record: dict[str, Any], now: float) -> float | None:
+    start = record.get("start_time")
+    if not start:
+        return None
+    return (record.get("end_time") or now) - start
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def runs_table(records: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
+    """One row per flow run for the runs table."""
+    now = time.time() if now is None else now
+    columns: dict[str, list[Any]] = {k: [] for k in ("id", "short_id", "name", "flow", "state", "start", "duration", "tags", "tasks", "color")}
+    for record in records:
+        columns["id"].append(record["id"])
+        columns["short_id"].append(record["id"][:8])
+        columns["name"].append(record.get("name") or "")
+        columns["flow"].append(record.get("flow_name") or "")
+        columns["state"].append(record.get("state", {}).get("name", ""))
+        columns["start"].append(format_time(record.get("start_time")))
+        columns["duration"].append(format_duration(_duration(record, now)))
+        columns["tags"].append(", ".join(record.get("tags") or ()))
+        counts = dict(record.get("task_counts") or {})
+        cached = record.get("cached") or 0
+        columns["tasks"].append(_counts_text(counts) + (f" ({cached} cached)" if cached else ""))
+        columns["color"].append(state_color(record.get("state", {})))
+    return columns
+
+
+def _first_line(text: str | None) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def task_table(tasks: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
+    """One row per task run: state, attempts, duration, worker, cache hit, error."""
+    now = time.time() if now is None else now
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("id", "name", "state", "attempts", "duration", "seconds", "worker", "cached", "error", "color")
+    }
+    for task in tasks:
+        state = task.get("state", {})
+        seconds = _duration(task, now)
+        columns["id"].append(task["id"])
+        columns["name"].append(task.get("name") or "")
+        columns["state"].append(state.get("name", ""))
+        columns["attempts"].append(task.get("attempts") or 0)
+        columns["duration"].append(format_duration(seconds))
+        columns["seconds"].append(seconds if seconds is not None else float("nan"))
+        columns["worker"].append(task.get("worker") or "")
+        columns["cached"].append("yes" if task.get("cache_hit") else "")
+        columns["error"].append(_first_line(task.get("error") or (state.get("message") if state.get("type") in ("FAILED", "CRASHED") else "")))
+        columns["color"].append(state_color(state, bool(task.get("cache_hit"))))
+    return columns
+
+
+class Timeline:
+    """Bars (or time bins) per worker lane; times in ms since the epoch (Bokeh's datetime)."""
+
+    def __init__(self, data: dict[str, list[Any]], lanes: list[str], aggregated: bool, shown: int) -> None:
+        self.data = data
+        self.lanes = lanes
+        self.aggregated = aggregated
+        #: Task runs that had a start time (the others are not on the timeline).
+        self.shown = shown
+
+
+def _lane(task: dict[str, Any]) -> str:
+    worker = task.get("worker")
+    if worker:
+        return str(worker)
+    return "cache (no worker)" if task.get("cache_hit") else "driver / not started"
+
+
+def timeline(tasks: list[dict[str, Any]], now: float | None = None, limit: int = TIMELINE_BAR_LIMIT, bins: int = TIMELINE_BINS) -> Timeline:
+    """The task runs on a time axis, one lane per worker.
+
+    Up to ``limit`` task runs, one bar each. Past it, the run's span is cut into
+    ``bins`` intervals and each lane gets one bar per busy interval, saying how
+    many task runs of which names ran in it, colored by the worst state there.
+    """
+    now = time.time() if now is None else now
+    timed = [t for t in tasks if t.get("start_time")]
+    lanes = sorted({_lane(t) for t in timed})
+    if len(timed) <= limit:
+        data: dict[str, list[Any]] = {k: [] for k in ("lane", "left", "right", "color", "name", "state", "duration")}
+        for task in timed:
+            start = task["start_time"]
+            end = task.get("end_time") or now
+            state = task.get("state", {})
+            data["lane"].append(_lane(task))
+            data["left"].append(start * 1000)
+            data["right"].append(max(end, start) * 1000)
+            data["color"].append(state_color(state, bool(task.get("cache_hit"))))
+            data["name"].append(task.get("name") or "")
+            data["state"].append(state.get("name", ""))
+            data["duration"].append(format_duration(end - start))
+        return Timeline(data, lanes, False, len(timed))
+
+    first = min(t["start_time"] for t in timed)
+    last = max(t.get("end_time") or now for t in timed)
+    width = max(last - first, 1e-3) / bins
+    names: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+    states: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for task in timed:
+        lane = _lane(task)
+        start = task["start_time"]
+        end = task.get("end_time") or now
+        low = min(int((start - first) / width), bins - 1)
+        high = min(int((max(end, start) - first) / width), bins - 1)
+        name = task.get("task_name") or task.get("name") or ""
+        kind = task.get("state", {}).get("type", "PENDING")
+        for slot in range(low, high + 1):
+            names[(lane, slot)][name] += 1
+            states[(lane, slot)].add(kind)
+    data = {k: [] for k in ("lane", "left", "right", "color", "name", "state", "duration")}
+    for (lane, slot), counter in sorted(names.items()):
+        worst = next((s for s in _SEVERITY if s in states[(lane, slot)]), "PENDING")
+        data["lane"].append(lane)
+        data["left"].append((first + slot * width) * 1000)
+        data["right"].append((first + (slot + 1) * width) * 1000)
+        data["color"].append(STATE_COLORS.get(worst, STATE_COLORS["PENDING"]))
+        data["name"].append(", ".join(f"{name} ×{n}" for name, n in counter.most_common(4)) + (" …" if len(counter) > 4 else ""))
+        data["state"].append(worst.title())
+        data["duration"].append(format_duration(width))
+    return Timeline(data, lanes, True, len(timed))
+
+
+class Graph:
+    """Nodes and edges of a run's dependency graph, laid out left to right."""
+
+    def __init__(
+        self,
+        nodes: dict[str, list[Any]],
+        edges: dict[str, list[Any]],
+        wait_edges: dict[str, list[Any]],
+        aggregated: bool,
+        omitted: int,
+    ) -> None:
+        self.nodes = nodes
+        self.edges = edges
+        self.wait_edges = wait_edges
+        self.aggregated = aggregated
+        #: Nodes left out past the limit (aggregated graphs with that many task names).
+        self.omitted = omitted
+
+
+def _depths(tasks: list[dict[str, Any]]) -> dict[str, int]:
+    # Task runs are created after their upstreams (seq order is topological),
+    # so one pass gives each its longest distance from a source.
+    depth: dict[str, int] = {}
+    for task in tasks:
+        ups = [depth[u] for u in (*task.get("upstream", ()), *task.get("wait_for", ())) if u in depth]
+        depth[task["id"]] = 1 + max(ups) if ups else 0
+    return depth
+
+
+def _positions(depth_of: dict[str, int], order: list[str]) -> dict[str, tuple[float, float]]:
+    layers: dict[int, list[str]] = defaultdict(list)
+    for node in order:
+        layers[depth_of[node]].append(node)
+    out = {}
+    for depth, members in layers.items():
+        middle = (len(members) - 1) / 2
+        for i, node in enumerate(members):
+            out[node] = (float(depth), middle - i)
+    return out
+
+
+def _edge_data(pairs: list[tuple[str, str]], pos: dict[str, tuple[float, float]]) -> dict[str, list[Any]]:
+    data: dict[str, list[Any]] = {"xs": [], "ys": []}
+    for a, b in pairs:
+        if a in pos and b in pos:
+            data["xs"].append([pos[a][0], pos[b][0]])
+            data["ys"].append([pos[a][1], pos[b][1]])
+    return data
+
+
+def dependency_graph(tasks: list[dict[str, Any]], limit: int = GRAPH_NODE_LIMIT) -> Graph:
+    """Task runs and the edges futures (solid) and ``wait_for`` (dashed) made.
+
+    Up to ``limit`` task runs, one node each. Past it, one node per task name
+    (``fit ×500``) colored by the worst state among its runs, with one edge per
+    pair of names; if even the names exceed ``limit``, the first ``limit`` are
+    drawn and the rest counted in ``omitted``.
+    """
+    depth = _depths(tasks)
+    columns = ("x", "y", "name", "state", "color", "size", "label", "detail")
+    nodes: dict[str, list[Any]] = {k: [] for k in columns}
+    if len(tasks) <= limit:
+        pos = _positions(depth, [t["id"] for t in tasks])
+        data_pairs = [(u, t["id"]) for t in tasks for u in t.get("upstream", ())]
+        wait_pairs = [(u, t["id"]) for t in tasks for u in t.get("wait_for", ())]
+        for task in tasks:
+            state = task.get("state", {})
+            x, y = pos[task["id"]]
+            nodes["x"].append(x)
+            nodes["y"].append(y)
+            nodes["name"].append(task.get("name") or "")
+            nodes["state"].append(state.get("name", ""))
+            nodes["color"].append(state_color(state, bool(task.get("cache_hit"))))
+            nodes["size"].append(14)
+            nodes["label"].append((task.get("name") or "") if len(tasks) <= GRAPH_LABEL_LIMIT else "")
+            nodes["detail"].append("cached" if task.get("cache_hit") else "")
+        return Graph(nodes, _edge_data(data_pairs, pos), _edge_data(wait_pairs, pos), False, 0)
+
+    group_of = {t["id"]: t.get("task_name") or t.get("name") or "" for t in tasks}
+    members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for task in tasks:
+        members[group_of[task["id"]]].append(task)
+    groups = list(members)[:limit]
+    omitted = len(members) - len(groups)
+    group_depth = {g: min(depth[t["id"]] for t in members[g]) for g in groups}
+    pos = _positions(group_depth, groups)
+    kept = set(groups)
+
+    def pairs(field: str) -> list[tuple[str, str]]:
+        seen = set()
+        for task in tasks:
+            for upstream in task.get(field, ()):
+                a, b = group_of.get(upstream), group_of[task["id"]]
+                if a is not None and a != b and a in kept and b in kept:
+                    seen.add((a, b))
+        return sorted(seen)
+
+    biggest = max(len(m) for m in members.values())
+    for group in groups:
+        runs = members[group]
+        kinds = Counter(t.get("state", {}).get("type", "PENDING") for t in runs)
+        worst = next((s for s in _SEVERITY if kinds.get(s)), "PENDING")
+        names = Counter(t.get("state", {}).get("name", "") for t in runs)
+        x, y = pos[group]
+        nodes["x"].append(x)
+        nodes["y"].append(y)
+        nodes["name"].append(f"{group} ×{len(runs)}")
+        nodes["state"].append(_counts_text(dict(names)))
+        nodes["color"].append(STATE_COLORS.get(worst, STATE_COLORS["PENDING"]))
+        nodes["size"].append(14 + 26 * (len(runs) / biggest) ** 0.5)
+        nodes["label"].append(f"{group} ×{len(runs)}" if len(groups) <= GRAPH_LABEL_LIMIT else "")
+        cached = sum(1 for t in runs if t.get("cache_hit"))
+        nodes["detail"].append(f"{cached} cached" if cached else "")
+    return Graph(nodes, _edge_data(pairs("upstream"), pos), _edge_data(pairs("wait_for"), pos), True, omitted)

@@ -1,0 +1,559 @@
+"""The status page: a Bokeh document showing runs and one run in detail.
+
+The same document serves the scheduler's ``/daskflow`` (a :class:`LiveSource`)
+and ``daskflow ui`` (a :class:`HistorySource`). It has two views: the runs
+table with filters, and a run view (header, failure, then tabs for task runs,
+timeline, graph, logs and artifacts). ``?run=ID`` opens a run directly.
+
+Every string that came from a user (names, tags, parameters, messages, log
+lines, artifact data) reaches the browser as text: through Bokeh's table cells,
+``PreText``, tooltips and ``Select`` options, which render text, or through
+:func:`_html`-escaped markup in a ``Div``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models import (
+    AllIndices,
+    Button,
+    ColumnDataSource,
+    DataRange1d,
+    DataTable,
+    Div,
+    FactorRange,
+    HoverTool,
+    LabelSet,
+    NumberFormatter,
+    PreText,
+    Select,
+    StringFormatter,
+    TableColumn,
+    TabPanel,
+    Tabs,
+    TextInput,
+)
+from bokeh.plotting import figure
+
+from .._times import format_duration, format_time, parse_since
+from ..exceptions import RunNotFoundError
+from . import charts
+from .sources import RunDetail, RunSource
+
+__all__ = ["RUNS_SHOWN", "StatusPage", "status_document"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows of the runs table (newest first).
+RUNS_SHOWN = 500
+#: Log lines shown in the run view (the newest; ``daskflow logs`` has them all).
+LOG_LINES_SHOWN = 2_000
+_ALL = "(all)"
+_STATES = [_ALL, "Running", "Pending", "Completed", "Failed", "Crashed", "Cancelled", "TimedOut"]
+
+
+def _html(value: Any) -> str:
+    """A user-provided value as text safe inside a ``Div``'s HTML."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _safe_link(url: str | None, text: str | None = None) -> str:
+    """An ``<a>`` for http(s) URLs, escaped text for anything else (``s3://``, ``javascript:``)."""
+    label = _html(text or url or "")
+    if url and url.lower().startswith(("http://", "https://")):
+        return f'<a href="{_html(url)}" target="_blank" rel="noopener noreferrer">{label}</a>'
+    return f"<code>{label}</code>" + (f" ({_html(url)})" if text and url else "")
+
+
+def _set_rows(table: DataTable, data: dict[str, list[Any]]) -> None:
+    """Replace a table's rows, and make the browser redraw them.
+
+    A DataTable redraws when its view changes, and its view recomputes only a
+    changed row count: new data of the same length (a run going from Running to
+    Completed) would stay drawn as it was (Bokeh 3.9). A new filter is a view
+    change, which redraws the grid and keeps its scroll position.
+    """
+    table.source.data = data
+    table.view.filter = AllIndices()
+
+
+def _table_height(rows: int, most: int = 380) -> int:
+    # Room for the rows (SlickGrid draws 25 px each, plus the header) up to
+    # ``most``; past it the table scrolls.
+    return max(80, min(most, 32 + 25 * rows))
+
+
+def _columns(spec: list[tuple[str, str, int]], color_field: str | None = None) -> list[TableColumn]:
+    out = []
+    for field, title, width in spec:
+        formatter = StringFormatter(text_color=color_field) if field == "state" and color_field else StringFormatter()
+        out.append(TableColumn(field=field, title=title, width=width, formatter=formatter))
+    return out
+
+
+class StatusPage:
+    """One browser session of the status page.
+
+    Parameters
+    ----------
+    doc : bokeh.document.Document
+        The session's document.
+    source : RunSource
+        Where runs come from.
+    dashboard_prefix : str
+        The dashboard's URL prefix (links to Dask's own ``/status``).
+    run_ref : str, optional
+        A run to open at once (``?run=``).
+    """
+
+    def __init__(self, doc: Document, source: RunSource, dashboard_prefix: str = "", run_ref: str | None = None) -> None:
+        self.doc = doc
+        self.source = source
+        self.prefix = dashboard_prefix.rstrip("/")
+        self.run_ref: str | None = None
+        self._shown_runs_version: Any = None
+        self._shown_detail_version: Any = None
+        self._busy = False
+        self._task_ids: list[str] = []
+
+        links = f' · <a href="{_html(self.prefix)}/status">Dask dashboard</a>' if source.on_dashboard else ""
+        self.header = Div(
+            text=f'<h2 style="margin:4px 0">daskflow</h2><span class="daskflow-source">{_html(source.label)}</span>{links}',
+            sizing_mode="stretch_width",
+        )
+        self.message = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-message"])
+        self.body = column(sizing_mode="stretch_width")
+        self._build_runs_view()
+        doc.title = "daskflow status"
+        doc.add_root(column(self.header, self.message, self.body, sizing_mode="stretch_width"))
+        if run_ref:
+            self.open_run(run_ref)
+        else:
+            self.show_runs()
+        doc.add_periodic_callback(self._poll, int(max(source.poll_interval, 0.25) * 1000))
+
+    # ------------------------------------------------------------ plumbing
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.source.blocking:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        return fn(*args, **kwargs)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        color = "#b71c1c" if error else "#37474f"
+        self.message.text = f'<span style="color:{color}">{_html(text)}</span>' if text else ""
+
+    async def _poll(self) -> None:
+        if self._busy:
+            return  # the last refresh is still reading (a slow store)
+        self._busy = True
+        try:
+            if self.run_ref is None:
+                await self._refresh_runs()
+            else:
+                await self._refresh_run()
+        except Exception as exc:  # a page must survive a store hiccup; say it, try again next poll
+            logger.debug("status page refresh failed", exc_info=True)
+            self._say(f"could not refresh: {exc}", error=True)
+        finally:
+            self._busy = False
+
+    # ------------------------------------------------------------ runs view
+    def _build_runs_view(self) -> None:
+        self.flow_filter = Select(title="Flow", value=_ALL, options=[_ALL], width=200)
+        self.state_filter = Select(title="State", value=_ALL, options=_STATES, width=140)
+        self.tag_filter = TextInput(title="Tag", placeholder="nightly", width=160)
+        self.since_filter = TextInput(title="Since", placeholder="7d, 12h or 2026-11-01", width=180)
+        for widget in (self.flow_filter, self.state_filter, self.tag_filter, self.since_filter):
+            widget.on_change("value", lambda attr, old, new: self._schedule(self._refresh_runs, force=True))
+        self.runs_count = Div(text="", css_classes=["daskflow-runs-count"])
+        self.runs_source = ColumnDataSource(charts.runs_table([]))
+        spec = [
+            ("flow", "Flow", 150),
+            ("name", "Run", 200),
+            ("state", "State", 90),
+            ("start", "Start", 140),
+            ("duration", "Duration", 80),
+            ("tags", "Tags", 120),
+            ("tasks", "Task runs", 300),
+        ]
+        self.runs_table = DataTable(
+            source=self.runs_source,
+            columns=_columns(spec, color_field="color"),
+            sizing_mode="stretch_width",
+            height=520,
+            index_position=None,
+            css_classes=["daskflow-runs"],
+        )
+        self.runs_source.selected.on_change("indices", self._run_selected)
+        self.runs_view = column(
+            row(self.flow_filter, self.state_filter, self.tag_filter, self.since_filter),
+            self.runs_count,
+            self.runs_table,
+            sizing_mode="stretch_width",
+        )
+
+    def _schedule(self, coroutine_fn: Callable[..., Any], **kwargs: Any) -> None:
+        async def run() -> None:
+            try:
+                await coroutine_fn(**kwargs)
+            except Exception as exc:
+                logger.debug("status page action failed", exc_info=True)
+                self._say(str(exc), error=True)
+
+        self.doc.add_next_tick_callback(run)
+
+    def show_runs(self) -> None:
+        """Switch to the runs table."""
+        self.run_ref = None
+        self._shown_detail_version = None
+        self._say("")
+        self.body.children = [self.runs_view]
+        self._schedule(self._refresh_runs, force=True)
+
+    def _filters(self) -> dict[str, Any] | None:
+        since = None
+        text = (self.since_filter.value or "").strip()
+        if text:
+            try:
+                since = parse_since(text)
+            except ValueError as exc:
+                self._say(f"Since: {exc}", error=True)
+                return None
+        return {
+            "flow": None if self.flow_filter.value == _ALL else self.flow_filter.value,
+            "state": None if self.state_filter.value == _ALL else self.state_filter.value,
+            "tag": (self.tag_filter.value or "").strip() or None,
+            "since": since,
+        }
+
+    async def _refresh_runs(self, force: bool = False) -> None:
+        if self.run_ref is not None:
+            return
+        version = await self._call(self.source.version)
+        if not force and version == self._shown_runs_version:
+            return
+        filters = self._filters()
+        if filters is None:
+            return
+        self._say("")
+        records = await self._call(self.source.runs, limit=RUNS_SHOWN, **filters)
+        if not any(filters.values()):
+            flows = sorted({r.get("flow_name") or "" for r in records})
+            self.flow_filter.options = [_ALL, *flows]
+        self._shown_runs_version = version
+        self.runs_source.selected.indices = []
+        _set_rows(self.runs_table, charts.runs_table(records))
+        self.runs_table.height = _table_height(len(records), most=560)
+        shown = f"{len(records)} run{'s' if len(records) != 1 else ''}"
+        more = f" (the newest {RUNS_SHOWN})" if len(records) >= RUNS_SHOWN else ""
+        self.runs_count.text = f"{shown}{more}, newest first · select a row to open the run"
+
+    def _run_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if not new:
+            return
+        run_id = self.runs_source.data["id"][new[0]]
+        self.open_run(run_id)
+
+    # ------------------------------------------------------------- run view
+    def open_run(self, ref: str) -> None:
+        """Switch to the run view of ``ref`` (an id, id prefix or run name)."""
+        self.run_ref = ref
+        self._shown_detail_version = None
+        self._say("")
+        self._schedule(self._load_run)
+
+    async def _load_run(self) -> None:
+        ref = self.run_ref
+        if ref is None:
+            return
+        try:
+            detail = await self._call(self.source.detail, ref)
+        except RunNotFoundError as exc:
+            self.run_ref = None
+            self.body.children = [self.runs_view]
+            self._say(str(exc), error=True)
+            return
+        logs = await self._call(self.source.logs, detail.id)
+        self.run_ref = detail.id
+        self._render_run(detail, logs)
+
+    async def _refresh_run(self) -> None:
+        ref = self.run_ref
+        if ref is None or self._shown_detail_version is None:
+            return
+        detail = await self._call(self.source.detail, ref)
+        if detail.version == self._shown_detail_version:
+            return
+        logs = await self._call(self.source.logs, detail.id)
+        if self.run_ref == ref:
+            self._update_run(detail, logs)
+
+    def _render_run(self, detail: RunDetail, logs: list[dict[str, Any]]) -> None:
+        back = Button(label="← all runs", width=110, css_classes=["daskflow-back"])
+        back.on_click(lambda: self.show_runs())
+        self.cancel_button = Button(label="Cancel run", button_type="danger", width=110, css_classes=["daskflow-cancel"])
+        self.cancel_button.on_click(lambda: self._schedule(self._cancel))
+        self.run_header = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-run-header"])
+        self.failure = PreText(text="", sizing_mode="stretch_width", css_classes=["daskflow-failure"], visible=False)
+        self.failure_title = Div(text="", css_classes=["daskflow-failure-title"], visible=False)
+
+        self.tasks_source = ColumnDataSource(charts.task_table([]))
+        spec = [
+            ("name", "Task run", 200),
+            ("state", "State", 90),
+            ("attempts", "Attempts", 70),
+            ("duration", "Duration", 80),
+            ("worker", "Worker", 170),
+            ("cached", "Cache hit", 70),
+            ("error", "Error", 420),
+        ]
+        task_columns = _columns(spec, color_field="color")
+        task_columns[2].formatter = NumberFormatter(format="0")
+        self.tasks_table = DataTable(
+            source=self.tasks_source,
+            columns=task_columns,
+            sizing_mode="stretch_width",
+            height=380,
+            index_position=None,
+            css_classes=["daskflow-tasks"],
+        )
+        self.tasks_source.selected.on_change("indices", self._task_selected)
+        self.task_detail = PreText(text="Select a task run to see its error, traceback and logs.", sizing_mode="stretch_width", css_classes=["daskflow-task-detail"])
+
+        self.timeline_note = Div(text="", css_classes=["daskflow-timeline-note"])
+        self.timeline_source = ColumnDataSource({k: [] for k in ("lane", "left", "right", "color", "name", "state", "duration")})
+        self.timeline_plot = figure(
+            x_axis_type="datetime", y_range=FactorRange(factors=["-"]), height=320, sizing_mode="stretch_width",
+            tools="xpan,xwheel_zoom,reset", toolbar_location="above",
+        )
+        self.timeline_plot.hbar(y="lane", left="left", right="right", height=0.8, color="color", source=self.timeline_source)
+        self.timeline_plot.add_tools(HoverTool(tooltips=[("task run", "@name"), ("state", "@state"), ("duration", "@duration")]))
+
+        self.graph_note = Div(text="", css_classes=["daskflow-graph-note"])
+        self.graph_nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "state", "color", "size", "label", "detail")})
+        self.graph_edges = ColumnDataSource({"xs": [], "ys": []})
+        self.graph_waits = ColumnDataSource({"xs": [], "ys": []})
+        self.graph_plot = figure(
+            height=420, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset", toolbar_location="above",
+            x_range=DataRange1d(range_padding=0.3), y_range=DataRange1d(range_padding=0.15),  # room for labels
+        )
+        self.graph_plot.axis.visible = False
+        self.graph_plot.grid.visible = False
+        self.graph_plot.multi_line(xs="xs", ys="ys", source=self.graph_edges, line_color="#90a4ae", line_width=1.5)
+        self.graph_plot.multi_line(xs="xs", ys="ys", source=self.graph_waits, line_color="#90a4ae", line_dash="dashed", line_width=1.5)
+        nodes = self.graph_plot.scatter(x="x", y="y", size="size", color="color", source=self.graph_nodes, line_color="#263238")
+        self.graph_plot.add_tools(HoverTool(renderers=[nodes], tooltips=[("task run", "@name"), ("state", "@state"), ("", "@detail")]))
+        self.graph_plot.add_layout(LabelSet(x="x", y="y", text="label", source=self.graph_nodes, x_offset=9, y_offset=4, text_font_size="9pt"))
+
+        self.logs_text = PreText(text="", sizing_mode="stretch_width", height=420, css_classes=["daskflow-logs"])
+        self.artifacts_box = column(sizing_mode="stretch_width", css_classes=["daskflow-artifacts"])
+
+        self.tabs = Tabs(
+            tabs=[
+                TabPanel(child=column(self.tasks_table, self.task_detail, sizing_mode="stretch_width"), title="Task runs"),
+                TabPanel(child=column(self.timeline_note, self.timeline_plot, sizing_mode="stretch_width"), title="Timeline"),
+                TabPanel(child=column(self.graph_note, self.graph_plot, sizing_mode="stretch_width"), title="Graph"),
+                TabPanel(child=self.logs_text, title="Logs"),
+                TabPanel(child=self.artifacts_box, title="Artifacts"),
+            ],
+            sizing_mode="stretch_width",
+        )
+        self.run_view = column(
+            row(back, self.cancel_button),
+            self.run_header,
+            self.failure_title,
+            self.failure,
+            self.tabs,
+            sizing_mode="stretch_width",
+        )
+        self._artifacts_shown = -1
+        self._update_run(detail, logs)
+        self.body.children = [self.run_view]
+
+    def _update_run(self, detail: RunDetail, logs: list[dict[str, Any]]) -> None:
+        record = detail.record
+        self._shown_detail_version = detail.version
+        self._detail = detail
+        self._logs = logs
+        self.run_header.text = _run_header(record)
+        self.cancel_button.visible = not detail.finished
+        self._show_failure(detail)
+        selected = self.tasks_source.selected.indices
+        selected_id = self._task_ids[selected[0]] if selected and selected[0] < len(self._task_ids) else None
+        self._task_ids = [t["id"] for t in detail.tasks]
+        _set_rows(self.tasks_table, charts.task_table(detail.tasks))
+        self.tasks_table.height = _table_height(len(detail.tasks))
+        if selected_id in self._task_ids:
+            self._show_task(self._task_ids.index(selected_id))
+
+        line = charts.timeline(detail.tasks)
+        self.timeline_plot.y_range.factors = line.lanes or ["-"]
+        self.timeline_source.data = line.data
+        self.timeline_note.text = _html(
+            f"{line.shown} task runs on {len(line.lanes)} lane(s)"
+            + (f"; more than {charts.TIMELINE_BAR_LIMIT}, so each bar is a time bin of a worker with the task runs in it" if line.aggregated else "")
+        )
+        graph = charts.dependency_graph(detail.tasks)
+        self.graph_edges.data = graph.edges
+        self.graph_waits.data = graph.wait_edges
+        self.graph_nodes.data = graph.nodes
+        note = f"{len(detail.tasks)} task runs; solid edges are data, dashed ones wait_for"
+        if graph.aggregated:
+            note += f"; more than {charts.GRAPH_NODE_LIMIT}, so one node per task name"
+        if graph.omitted:
+            note += f"; {graph.omitted} task names not drawn"
+        self.graph_note.text = _html(note)
+
+        shown = logs[-LOG_LINES_SHOWN:]
+        head = f"[the last {len(shown)} of {len(logs)} lines; `daskflow logs {record['id'][:8]}` prints all]\n" if len(logs) > len(shown) else ""
+        self.logs_text.text = head + "\n".join(_log_text(line) for line in shown) if shown else "(no log lines)"
+        if len(detail.artifacts) != self._artifacts_shown:
+            self._artifacts_shown = len(detail.artifacts)
+            self.artifacts_box.children = _artifact_views(detail.artifacts) or [Div(text="(no artifacts)")]
+
+    def _show_failure(self, detail: RunDetail) -> None:
+        failed = [t for t in detail.tasks if t.get("state", {}).get("type") in ("FAILED", "CRASHED")]
+        trace = detail.record.get("traceback")
+        if failed:
+            first = failed[0]
+            title = f"{len(failed)} task run(s) did not complete; the first is {first.get('name')} ({first['state'].get('name')})"
+            text = first.get("traceback") or first.get("error") or first["state"].get("message") or ""
+        elif trace:
+            title, text = f"The flow run ended {detail.record['state'].get('name')}", trace
+        else:
+            self.failure.visible = self.failure_title.visible = False
+            return
+        self.failure_title.text = f'<b style="color:#b71c1c">{_html(title)}</b>'
+        self.failure.text = text
+        self.failure.visible = self.failure_title.visible = True
+
+    def _task_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new:
+            self._show_task(new[0])
+
+    def _show_task(self, index: int) -> None:
+        task = self._detail.tasks[index] if index < len(self._detail.tasks) else None
+        if task is None:
+            return
+        state = task.get("state", {})
+        parts = [
+            f"{task.get('name')}: {state.get('name')}" + (f" - {state.get('message')}" if state.get("message") else ""),
+            f"attempts {task.get('attempts')}, worker {task.get('worker') or '-'}, cache key {task.get('cache_key') or '-'}"
+            + (" (cache hit)" if task.get("cache_hit") else ""),
+        ]
+        if task.get("result_url"):
+            parts.append(f"result: {task['result_url']}")
+        if task.get("traceback") or task.get("error"):
+            parts += ["", task.get("traceback") or task.get("error")]
+        lines = [line for line in self._logs if line.get("tr") == task["id"]]
+        if lines:
+            parts += ["", "logs:", *(_log_text(line) for line in lines[-200:])]
+        self.task_detail.text = "\n".join(str(p) for p in parts)
+
+    async def _cancel(self) -> None:
+        ref = self.run_ref
+        if ref is None:
+            return
+        message = await self._call(self.source.cancel, ref, "cancelled from the status page")
+        self._say(message)
+
+
+def _run_header(record: dict[str, Any]) -> str:
+    state = record.get("state", {})
+    now = time.time()
+    start = record.get("start_time")
+    duration = format_duration(((record.get("end_time") or now) - start) if start else None)
+    counts = dict(record.get("task_counts") or {})
+    cached = record.get("cached") or 0
+    rows = [
+        ("Flow", record.get("flow_name")),
+        ("Run id", record.get("id")),
+        ("Version", record.get("version")),
+        ("Started", format_time(start)),
+        ("Duration", duration),
+        ("Tags", ", ".join(record.get("tags") or ())),
+        ("Task runs", ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) + (f" ({cached} cached)" if cached else "")),
+        ("Parameters", json.dumps(record.get("parameters") or {}, default=str)[:2000]),
+        ("Results", record.get("result_storage")),
+        ("History", record.get("history_url")),
+        ("Parent run", record.get("parent_flow_run_id")),
+    ]
+    color = charts.state_color(state)
+    cells = "".join(
+        f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{_html(k)}</th><td>{_html(v)}</td></tr>'
+        for k, v in rows
+        if v not in (None, "", "{}")
+    )
+    message = f' <span style="color:#555">{_html(state.get("message"))}</span>' if state.get("message") else ""
+    return (
+        f'<h3 style="margin:6px 0">{_html(record.get("name"))} '
+        f'<span class="daskflow-run-state" style="color:{color}">{_html(state.get("name"))}</span></h3>'
+        f"<div>{message}</div><table>{cells}</table>"
+    )
+
+
+def _log_text(line: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.get("t") or 0))
+    level = logging.getLevelName(line.get("l", 20))
+    return f"{stamp} {level:<7} {line.get('tn') or 'flow'} | {line.get('m', '')}"
+
+
+def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
+    views: list[Any] = []
+    for artifact in artifacts:
+        title = artifact.get("key") or artifact.get("type")
+        owner = artifact.get("task_run_name") or "flow"
+        description = f" - {_html(artifact.get('description'))}" if artifact.get("description") else ""
+        views.append(Div(text=f"<h4 style='margin:10px 0 4px'>{_html(title)} <small>({_html(artifact.get('type'))} from {_html(owner)})</small></h4>{description}"))
+        data = artifact.get("data")
+        kind = artifact.get("type")
+        if kind == "table" and isinstance(data, dict):
+            names = [str(c) for c in data.get("columns") or ()]
+            rows = data.get("rows") or []
+            fields = [f"c{i}" for i in range(len(names))]
+            columns_data = {f: [_cell(r[i]) if i < len(r) else "" for r in rows] for i, f in enumerate(fields)}
+            table = DataTable(
+                source=ColumnDataSource(columns_data),
+                columns=[TableColumn(field=f, title=n, formatter=StringFormatter()) for f, n in zip(fields, names)],
+                sizing_mode="stretch_width",
+                height=min(40 + 25 * len(rows), 400),
+                index_position=None,
+                css_classes=["daskflow-artifact-table"],
+            )
+            views.append(table)
+        elif kind == "link" and isinstance(data, dict):
+            views.append(Div(text=_safe_link(data.get("url"), data.get("text")), css_classes=["daskflow-artifact-link"]))
+        else:
+            views.append(PreText(text=str(data), sizing_mode="stretch_width", css_classes=["daskflow-artifact-text"]))
+    return views
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def status_document(source_factory: Callable[[], RunSource], dashboard_prefix: str = "") -> Callable[[Document], None]:
+    """A Bokeh ``FunctionHandler`` body building a :class:`StatusPage` per session."""
+
+    def make(doc: Document) -> None:
+        run_ref = None
+        request = doc.session_context.request if doc.session_context is not None else None
+        if request is not None:
+            values = request.arguments.get("run") or []
+            if values:
+                raw = values[0]
+                run_ref = (raw.decode() if isinstance(raw, bytes) else str(raw)).strip() or None
+        StatusPage(doc, source_factory(), dashboard_prefix, run_ref)
+
+    return make

@@ -1,0 +1,187 @@
+"""The live state of flow runs on the scheduler, as their drivers push it.
+
+A driver sends batches of the same records the run history writes (see
+:mod:`daskflow.pipeline.history`): the flow-run record, the task runs that
+changed, new log lines and new artifacts. :class:`LiveRuns` merges them and
+keeps memory bounded: at most ``max_runs`` runs (finished ones are dropped
+first, oldest first) and ``max_log_lines`` lines per run.
+
+It is plain Python with no locking: on the scheduler every read and write
+happens on its event loop.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import InvalidOptionError, RunNotFoundError
+from ..storage.records import FINAL_STATE_TYPES
+
+__all__ = ["LiveRun", "LiveRuns", "matches_filters"]
+
+
+@dataclass(eq=False)
+class LiveRun:
+    """One flow run as last pushed by its driver."""
+
+    record: dict[str, Any]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    logs: deque[dict[str, Any]] = field(default_factory=deque)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    #: The Dask client id of the driver (its disconnect ends a running run).
+    client: str | None = None
+    #: Bumped on every change, so a page can skip redrawing what did not change.
+    version: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    @property
+    def finished(self) -> bool:
+        return self.record.get("state", {}).get("type") in FINAL_STATE_TYPES
+
+    def task_list(self) -> list[dict[str, Any]]:
+        return sorted(self.tasks.values(), key=lambda t: t.get("seq", 0))
+
+
+def matches_filters(
+    record: dict[str, Any],
+    *,
+    flow: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    since: float | None = None,
+) -> bool:
+    """Whether a flow-run record passes the runs-table filters (as in ``daskflow runs ls``)."""
+    if flow and record.get("flow_name") != flow:
+        return False
+    if state:
+        wanted = state.lower()
+        current = record.get("state", {})
+        if wanted not in (str(current.get("name", "")).lower(), str(current.get("type", "")).lower()):
+            return False
+    if tag and tag not in record.get("tags", ()):
+        return False
+    return since is None or (record.get("start_time") or 0) >= since
+
+
+class LiveRuns:
+    """Flow runs merged from driver batches, bounded in memory.
+
+    Parameters
+    ----------
+    max_runs : int
+        Runs kept; past it, the oldest finished run is dropped (a running run
+        only when every kept run is running).
+    max_log_lines : int
+        Log lines kept per run (the newest).
+    """
+
+    def __init__(self, max_runs: int = 500, max_log_lines: int = 10_000) -> None:
+        for name, value in (("max_runs", max_runs), ("max_log_lines", max_log_lines)):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidOptionError(f"daskflow.status.{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        self.max_runs = max_runs
+        self.max_log_lines = max_log_lines
+        self._runs: dict[str, LiveRun] = {}
+        #: Bumped on every change to any run.
+        self.version = 0
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def update(self, batch: dict[str, Any], client: str | None = None) -> None:
+        """Merge one driver batch: ``{"run": record, "tasks": [...], "logs": [...], "artifacts": [...]}``."""
+        record = batch.get("run")
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise InvalidOptionError(f"a status batch needs a run record with an id, got {type(record).__name__}")
+        live = self._runs.get(record["id"])
+        if live is None:
+            live = self._runs[record["id"]] = LiveRun(record, logs=deque(maxlen=self.max_log_lines))
+            self._evict()
+        live.record = record
+        if client is not None:
+            live.client = client
+        for task in batch.get("tasks") or ():
+            live.tasks[task["id"]] = task
+        live.logs.extend(batch.get("logs") or ())
+        live.artifacts.extend(batch.get("artifacts") or ())
+        live.version += 1
+        self.version += 1
+
+    def _evict(self) -> None:
+        while len(self._runs) > self.max_runs:
+            finished = next((run_id for run_id, run in self._runs.items() if run.finished), None)
+            del self._runs[finished if finished is not None else next(iter(self._runs))]
+
+    def client_gone(self, client: str) -> list[str]:
+        """End the running runs whose driver (Dask client ``client``) disconnected.
+
+        Returns the ids of the runs marked Crashed. A driver that reconnects and
+        pushes again overwrites the mark.
+        """
+        marked = []
+        now = time.time()
+        for live in self._runs.values():
+            if live.client != client or live.finished:
+                continue
+            crashed = {
+                "type": "CRASHED",
+                "name": "Crashed",
+                "timestamp": now,
+                "message": "its driver disconnected from the scheduler before the run ended",
+            }
+            live.record = dict(
+                live.record,
+                state=crashed,
+                state_history=[*live.record.get("state_history", []), crashed],
+                end_time=now,
+            )
+            live.version += 1
+            marked.append(live.id)
+        if marked:
+            self.version += 1
+        return marked
+
+    def runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run records, newest first, filtered like ``daskflow runs ls``."""
+        out = []
+        for live in sorted(self._runs.values(), key=lambda r: r.record.get("start_time") or 0, reverse=True):
+            if matches_filters(live.record, flow=flow, state=state, tag=tag, since=since):
+                out.append(live.record)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def get(self, ref: str) -> LiveRun:
+        """The run whose id, id prefix (6+ characters) or name is ``ref``.
+
+        Raises
+        ------
+        RunNotFoundError
+            If none or several runs match.
+        """
+        ref = ref.strip()
+        if ref in self._runs:
+            return self._runs[ref]
+        if re.fullmatch(r"[0-9a-f]{6,32}", ref):
+            matches = [run for run_id, run in self._runs.items() if run_id.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+        named = [run for run in self._runs.values() if run.record.get("name") == ref]
+        if len(named) == 1:
+            return named[0]
+        raise RunNotFoundError(f"no live run {ref!r} on this scheduler; it may have been dropped, see its stored history")

@@ -1,0 +1,301 @@
+"""The status page in headless Chromium: live on a scheduler's dashboard, and in ``daskflow ui``.
+
+Screenshots land in ``screenshots/`` (not committed) for a person to look at.
+Flows run in background threads: the main thread is Playwright's (see
+``tests/browser.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from daskflow import (
+    DaskTaskRunner,
+    SequentialTaskRunner,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+    flow,
+    get_run_logger,
+    task,
+)
+
+from . import browser as harness
+from .browser import collect_console_errors, screenshot
+from .conftest import wait_until, worker_env
+from .tasks import block_until, fail, scored
+
+browser, page = harness.browser, harness.page
+pytestmark = pytest.mark.slow
+
+HOSTILE = '<img src=x onerror="window.__xss=1">'
+
+# Counts elements that script injection would have created, in the document and
+# in every (open) shadow root: Bokeh renders its widgets inside shadow roots.
+_INJECTED = """() => {
+  let found = 0;
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if ((el.tagName === 'IMG' && el.getAttribute('src') === 'x') || el.hasAttribute('onerror')) found++;
+      if (el.tagName === 'A' && (el.getAttribute('href') || '').toLowerCase().startsWith('javascript:')) found++;
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return found + (window.__xss ? 1000 : 0);
+}"""
+
+
+@pytest.fixture(scope="module")
+def live_cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster
+
+
+def _dashboard(cluster) -> str:
+    return f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+
+
+def _in_thread(fn):
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["state"] = fn(return_state=True)
+        except BaseException as exc:  # surfaced by the test's assertions
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _served(url: str) -> None:
+    def ok() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(ok, 60, message=f"{url} to be served")
+
+
+def _text(locator) -> str:
+    """The text a Bokeh widget shows: it is inside the widget's shadow root."""
+    return locator.evaluate(
+        "el => [...(el.shadowRoot || el).children].filter(c => !['STYLE', 'LINK'].includes(c.tagName))"
+        ".map(c => c.innerText).join('\\n')"
+    )
+
+
+def _open_tab(page, name: str) -> None:
+    page.locator(".bk-tab").filter(has_text=re.compile(f"^{name}$")).click()
+    page.locator(".bk-tab.bk-active").filter(has_text=re.compile(f"^{name}$")).wait_for()
+
+
+def _state_cell(row):
+    return row.locator(".slick-cell").nth(2)
+
+
+def _row(page, text: str):
+    return page.locator(".slick-row", has_text=text)
+
+
+def test_live_page_shows_a_run_appear_complete_and_its_failed_task(live_cluster, page, tmp_path):
+    errors = collect_console_errors(page)
+
+    @flow(name="live-sweep", task_runner=DaskTaskRunner(address=live_cluster.scheduler_address), log_prints=True)
+    def live_sweep(c: float = 0.5):
+        folds = scored.map(range(4), c=c)
+        broken = fail.submit("fold 3 diverged")
+        gate = block_until.submit(str(tmp_path), "release", wait_for=folds)
+        broken.wait()
+        return [f["score"] for f in folds.result()], gate.result()
+
+    base = _dashboard(live_cluster)
+    thread, outcome = _in_thread(live_sweep)
+    try:
+        _served(f"{base}/daskflow")  # once the run's client registered the plugin
+        page.goto(f"{base}/daskflow")
+        row = _row(page, "live-sweep")
+        expect(_state_cell(row)).to_have_text("Running")  # appears while going, pushed by its driver
+        screenshot(page, "live-runs-running")
+        (tmp_path / "release.go").write_text("go")
+        expect(_state_cell(row)).to_have_text("Completed")  # the table updates itself, no reload
+        expect(row).to_contain_text("5 Completed, 1 Failed")
+    finally:
+        (tmp_path / "release.go").write_text("go")
+        thread.join(60)
+    assert outcome["state"].is_completed(), outcome
+    run = outcome["state"].run
+    screenshot(page, "live-runs-completed")
+
+    row.locator(".slick-cell").nth(1).click()  # open the run view
+    header = page.locator(".daskflow-run-header")
+    header.filter(has_text=run.name).wait_for()
+    assert "Completed" in _text(header) and '"c": 0.5' in _text(header)
+    failure = page.locator(".daskflow-failure-title")
+    failure.filter(has_text="fail-0").wait_for()
+    trace = _text(page.locator(".daskflow-failure"))
+    assert "Traceback" in trace and "fold 3 diverged" in trace
+    _row(page, "scored-3").wait_for()
+    screenshot(page, "live-run-view")
+
+    _row(page, "fail-0").locator(".slick-cell").first.click()
+    detail = page.locator(".daskflow-task-detail")
+    detail.filter(has_text="fold 3 diverged").wait_for()
+    for tab, name in (("Timeline", "live-run-timeline"), ("Graph", "live-run-graph"), ("Logs", "live-run-logs")):
+        _open_tab(page, tab)
+        screenshot(page, name)
+    logs = page.locator(".daskflow-logs")
+    logs.filter(has_text="fold 2 with C=0.5").wait_for()  # a task's log line, from a worker
+    assert errors == []
+
+
+def test_the_cancel_button_cancels_a_running_flow_run(live_cluster, page, tmp_path):
+    errors = collect_console_errors(page)
+
+    @flow(name="stuck-sweep", task_runner=DaskTaskRunner(address=live_cluster.scheduler_address))
+    def stuck():
+        return block_until(str(tmp_path), "never", 120)
+
+    thread, outcome = _in_thread(stuck)
+    try:
+        base = _dashboard(live_cluster)
+        _served(f"{base}/daskflow")
+        page.goto(f"{base}/daskflow")
+        row = _row(page, "stuck-sweep")
+        expect(_state_cell(row)).to_have_text("Running")
+        row.locator(".slick-cell").nth(1).click()
+        header = page.locator(".daskflow-run-header")
+        header.filter(has_text="Running").wait_for()
+        page.get_by_role("button", name="Cancel run").click()
+        header.filter(has_text="Cancelled").wait_for()
+        screenshot(page, "live-run-cancelled")
+        thread.join(60)
+    finally:
+        (tmp_path / "never.go").write_text("go")
+        thread.join(60)
+    state = outcome["state"]
+    assert state.is_cancelled() and "status page" in state.message, state
+    assert page.get_by_role("button", name="Cancel run").is_hidden()  # a finished run has no cancel button
+    assert errors == []
+
+
+@task(name=f"fit {HOSTILE}")
+def hostile_fit(x: int) -> int:
+    get_run_logger().info("log line %s", HOSTILE)
+    if x == 1:
+        raise ValueError(f"bad value {HOSTILE}")
+    return x
+
+
+@task
+def report(values) -> None:
+    create_table_artifact([{"model": HOSTILE, "score": 0.9}], key="cv-table", description=HOSTILE)
+    create_markdown_artifact(f"# Best\n{HOSTILE}", key="notes")
+    create_link_artifact("javascript:window.__xss=1", link_text=HOSTILE)
+    create_link_artifact("https://example.com/model.pkl", link_text="the model")
+
+
+def _stored_runs(storage: Path) -> dict:
+    @flow(name="stored-sweep", task_runner=SequentialTaskRunner(), tags=["nightly", HOSTILE])
+    def stored(note: str = HOSTILE):
+        fits = hostile_fit.map(range(3))
+        report([f.result(raise_on_failure=False) for f in fits])  # returns nothing: the failed fit fails the run
+
+    @flow(name="clean-sweep", task_runner=SequentialTaskRunner())
+    def clean():
+        return hostile_fit(0)
+
+    return {"hostile": stored(return_state=True).run, "clean": clean(return_state=True).run}
+
+
+@pytest.fixture
+def ui_server(_result_storage):
+    runs = _stored_runs(_result_storage)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daskflow"), "ui", "--storage", str(_result_storage), "--port", "0", "--poll", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env(), start_new_session=True,
+    )
+    try:
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/daskflow", server.stderr.readline())
+        assert match, server.stderr.read()
+        yield match.group(1), runs
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+
+
+def test_daskflow_ui_shows_stored_runs_filters_them_and_opens_a_failed_run(ui_server, page):
+    base, runs = ui_server
+    errors = collect_console_errors(page)
+    page.goto(base)  # / redirects to /daskflow
+    _row(page, "stored-sweep").wait_for()
+    _row(page, "clean-sweep").wait_for()
+    screenshot(page, "ui-runs")
+
+    page.locator(".bk-input-group", has_text="State").locator("select").select_option("Failed")
+    _row(page, "clean-sweep").wait_for(state="detached")
+    assert _row(page, "stored-sweep").count() == 1
+    since = page.get_by_placeholder("7d, 12h or 2026-11-01")
+    since.fill("yesterday")
+    since.press("Enter")
+    page.locator(".daskflow-message", has_text="neither an age").wait_for()  # says what to type, keeps the table
+    since.fill("1h")
+    since.press("Enter")
+    page.locator(".daskflow-message", has_text="neither an age").wait_for(state="detached")
+
+    _row(page, "stored-sweep").locator(".slick-cell").nth(1).click()
+    page.locator(".daskflow-run-header", has_text=runs["hostile"].name).wait_for()
+    trace = page.locator(".daskflow-failure")
+    trace.filter(has_text="ValueError").wait_for()
+    assert "Traceback" in _text(trace)
+    screenshot(page, "ui-run-view")
+    _open_tab(page, "Artifacts")
+    page.locator(".daskflow-artifact-table").wait_for()
+    link = page.locator(".daskflow-artifact-link a", has_text="the model")
+    assert link.get_attribute("href") == "https://example.com/model.pkl" and link.get_attribute("rel") == "noopener noreferrer"
+    screenshot(page, "ui-run-artifacts")
+    assert page.get_by_role("button", name="Cancel run").is_hidden()
+    assert errors == []
+
+
+def test_user_text_is_shown_as_text_never_run_as_markup(ui_server, page):
+    base, runs = ui_server
+    errors = collect_console_errors(page)
+    page.goto(f"{base}/daskflow?run={runs['hostile'].id}")  # a direct link to a run
+    page.locator(".daskflow-run-header", has_text=runs["hostile"].name).wait_for()
+    for tab in ("Task runs", "Timeline", "Graph", "Logs", "Artifacts"):
+        _open_tab(page, tab)
+    page.locator(".daskflow-artifact-table").wait_for()
+    _open_tab(page, "Task runs")
+    _row(page, "fit <img").first.locator(".slick-cell").first.click()
+    page.locator(".daskflow-task-detail", has_text="log line <img").wait_for()
+    screenshot(page, "ui-hostile-names")
+    # The hostile string is on the page as visible text (header tags, parameters,
+    # task names, log lines, artifacts) and nowhere as an element or handler.
+    assert HOSTILE in _text(page.locator(".daskflow-run-header"))
+    assert page.evaluate(_INJECTED) == 0
+    page.goto(base)
+    _row(page, "stored-sweep").wait_for()
+    assert page.evaluate(_INJECTED) == 0
+    assert errors == []

@@ -1,0 +1,122 @@
+"""The status page's data side, without a browser: live state, charts, origins, JSON routes."""
+
+from __future__ import annotations
+
+import pytest
+
+from daskflow.exceptions import InvalidOptionError, RunNotFoundError
+from daskflow.status import charts
+from daskflow.status.plugin import allowed_origins
+from daskflow.status.state import LiveRuns
+
+
+def _run(run_id: str, state: str = "RUNNING", start: float = 1000.0, **extra):
+    name = {"RUNNING": "Running", "COMPLETED": "Completed", "FAILED": "Failed"}[state]
+    return {"id": run_id, "name": f"sweep-{run_id[:8]}", "flow_name": "sweep", "tags": ["nightly"],
+            "state": {"type": state, "name": name, "timestamp": start}, "start_time": start, **extra}
+
+
+def _task(i: int, *, state: str = "COMPLETED", upstream=(), wait_for=(), worker="tcp://127.0.0.1:1", start=1000.0,
+          duration=1.0, task_name="fit", cache_hit=False):
+    name = {"COMPLETED": "Completed", "FAILED": "Failed", "RUNNING": "Running", "PENDING": "Pending"}[state]
+    return {"id": f"t{i:05d}", "seq": i, "name": f"{task_name}-{i}", "task_name": task_name, "upstream": list(upstream),
+            "wait_for": list(wait_for), "state": {"type": state, "name": name}, "worker": worker, "start_time": start,
+            "end_time": start + duration, "attempts": 1, "cache_hit": cache_hit, "error": None}
+
+
+def test_live_runs_merge_batches_and_find_runs_by_id_prefix_or_name():
+    runs = LiveRuns()
+    run_id = "ab" * 16
+    runs.update({"run": _run(run_id), "tasks": [_task(0, state="RUNNING")], "logs": [{"m": "one"}]}, client="c1")
+    runs.update({"run": _run(run_id), "tasks": [_task(0), _task(1)], "logs": [{"m": "two"}], "artifacts": [{"id": "a"}]})
+    live = runs.get(run_id[:6])
+    assert [t["state"]["name"] for t in live.task_list()] == ["Completed", "Completed"]  # the later record wins
+    assert [line["m"] for line in live.logs] == ["one", "two"]
+    assert live.artifacts == [{"id": "a"}] and live.client == "c1"
+    assert runs.get(f"sweep-{run_id[:8]}") is live
+    with pytest.raises(RunNotFoundError, match="no live run 'nope'"):
+        runs.get("nope")
+    with pytest.raises(InvalidOptionError, match="needs a run record"):
+        runs.update({"tasks": []})
+
+
+def test_live_runs_drop_finished_runs_first_and_keep_the_newest_log_lines():
+    runs = LiveRuns(max_runs=2, max_log_lines=3)
+    runs.update({"run": _run("1" * 32, "COMPLETED", start=1)})
+    runs.update({"run": _run("2" * 32, "RUNNING", start=2), "logs": [{"m": str(i)} for i in range(5)]})
+    runs.update({"run": _run("3" * 32, "RUNNING", start=3)})
+    assert [r["id"][0] for r in runs.runs()] == ["3", "2"]  # the finished run went, newest first
+    assert [line["m"] for line in runs.get("2" * 32).logs] == ["2", "3", "4"]
+    runs.update({"run": _run("4" * 32, "RUNNING", start=4)})
+    assert [r["id"][0] for r in runs.runs()] == ["4", "3"]  # all running: the oldest goes
+    with pytest.raises(InvalidOptionError, match="max-runs must be a positive integer"):
+        LiveRuns(max_runs=0)
+
+
+def test_a_run_whose_driver_disconnects_is_shown_crashed():
+    runs = LiveRuns()
+    runs.update({"run": _run("a" * 32)}, client="driver-1")
+    runs.update({"run": _run("b" * 32, "COMPLETED")}, client="driver-1")
+    runs.update({"run": _run("c" * 32)}, client="driver-2")
+    assert runs.client_gone("driver-1") == ["a" * 32]
+    assert runs.get("a" * 32).record["state"]["name"] == "Crashed"
+    assert "driver disconnected" in runs.get("a" * 32).record["state"]["message"]
+    assert runs.get("b" * 32).record["state"]["name"] == "Completed"  # a finished run stays as it ended
+    assert runs.get("c" * 32).record["state"]["name"] == "Running"
+
+
+def test_runs_filters_match_the_cli():
+    runs = LiveRuns()
+    runs.update({"run": _run("a" * 32, "COMPLETED", start=100)})
+    runs.update({"run": {**_run("b" * 32, "FAILED", start=200), "flow_name": "other", "tags": []}})
+    assert [r["id"][0] for r in runs.runs(state="failed")] == ["b"]
+    assert [r["id"][0] for r in runs.runs(state="COMPLETED")] == ["a"]
+    assert [r["id"][0] for r in runs.runs(flow="sweep")] == ["a"]
+    assert [r["id"][0] for r in runs.runs(tag="nightly")] == ["a"]
+    assert [r["id"][0] for r in runs.runs(since=150)] == ["b"]
+    assert len(runs.runs(limit=1)) == 1
+
+
+def test_small_runs_draw_one_bar_and_one_node_per_task_run():
+    tasks = [_task(i) for i in range(10)] + [_task(10, upstream=[f"t{i:05d}" for i in range(10)], task_name="agg")]
+    tasks[3] = _task(3, state="FAILED")
+    line = charts.timeline(tasks)
+    assert not line.aggregated and len(line.data["lane"]) == 11
+    graph = charts.dependency_graph(tasks)
+    assert not graph.aggregated and len(graph.nodes["name"]) == 11
+    assert len(graph.edges["xs"]) == 10
+    assert graph.nodes["x"][10] == 1.0 and set(graph.nodes["x"][:10]) == {0.0}  # agg one layer right
+    assert graph.nodes["color"][3] == charts.STATE_COLORS["FAILED"]
+    table = charts.task_table(tasks)
+    assert table["name"][3] == "fit-3" and table["state"][3] == "Failed"
+
+
+def test_a_run_of_10000_task_runs_aggregates_past_the_limits():
+    fits = [_task(i, start=1000 + i * 0.01, worker=f"tcp://127.0.0.1:{i % 4}") for i in range(10_000)]
+    fits[42] = _task(42, state="FAILED", start=1000.42, worker="tcp://127.0.0.1:2")
+    scores = [_task(10_000 + i, upstream=[f"t{i:05d}"], task_name="score", start=1100 + i * 0.01) for i in range(500)]
+    tasks = fits + scores + [_task(20_000, upstream=[t["id"] for t in scores], task_name="best", start=1200)]
+    line = charts.timeline(tasks)
+    assert line.aggregated and line.shown == len(tasks)
+    assert len(line.data["lane"]) <= 4 * charts.TIMELINE_BINS  # bins per worker, not a bar per task run
+    assert charts.STATE_COLORS["FAILED"] in line.data["color"]  # the failed fit shows in its bin
+    graph = charts.dependency_graph(tasks)
+    assert graph.aggregated
+    assert sorted(graph.nodes["name"]) == ["best ×1", "fit ×10000", "score ×500"]
+    assert len(graph.edges["xs"]) == 2  # fit → score → best
+    fit = graph.nodes["name"].index("fit ×10000")
+    assert graph.nodes["color"][fit] == charts.STATE_COLORS["FAILED"] and "1 Failed" in graph.nodes["state"][fit]
+
+
+def test_more_task_names_than_the_limit_are_counted_not_drawn():
+    tasks = [_task(i, task_name=f"step{i}") for i in range(charts.GRAPH_NODE_LIMIT * 2)]
+    graph = charts.dependency_graph(tasks, limit=charts.GRAPH_NODE_LIMIT)
+    assert graph.aggregated and len(graph.nodes["name"]) == charts.GRAPH_NODE_LIMIT
+    assert graph.omitted == charts.GRAPH_NODE_LIMIT
+
+
+def test_websocket_origins_are_loopback_unless_bound_elsewhere():
+    assert allowed_origins(8787, ["127.0.0.1"]) == ["127.0.0.1:8787", "[::1]:8787", "localhost:8787"]
+    assert "10.1.2.3:8787" in allowed_origins(8787, ["10.1.2.3"])
+    assert allowed_origins(8787, ["127.0.0.1"], ["dash.example.org:443"])[-1] == "dash.example.org:443"
+    assert not any("*" in origin for origin in allowed_origins(8787, ["0.0.0.0"]))
