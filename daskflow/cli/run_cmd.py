@@ -269,6 +269,7 @@ def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
                 "cached": cached,
                 "result_storage": getattr(flow_run, "result_storage", None),
                 "history_url": getattr(flow_run, "history_url", None),
+                "status_link": getattr(flow_run, "status_link", None),
                 "result": mask_value(result),
             }
         )
@@ -282,6 +283,7 @@ def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
     if flow_run is not None and flow_run.history_url:
         storage = flow_run.result_storage or ""
         lines.append(f"  history:   daskflow runs show {flow_run.id[:12]}" + (f" --storage {storage}" if storage else ""))
+        lines.append("  page:      daskflow ui" + (f" --storage {storage}" if storage else "") + " (the status page, no cluster needed)")
     if state.is_completed() and result is not None:
         text = mask(repr(result))
         lines.append(f"  returned:  {text if len(text) <= 200 else text[:199] + '…'}")

@@ -97,20 +97,21 @@ def _first_line(text: str | None) -> str:
 
 
 def task_table(tasks: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
-    """One row per task run: state, attempts, duration, worker, cache hit, error."""
+    """One row per task run: state, attempts, duration, worker, cache hit, error.
+
+    Only what the table shows: at 10,000 rows every column is ~100 kB to send.
+    """
     now = time.time() if now is None else now
     columns: dict[str, list[Any]] = {
-        k: [] for k in ("id", "name", "state", "attempts", "duration", "seconds", "worker", "cached", "error", "color")
+        k: [] for k in ("name", "state", "attempts", "duration", "worker", "cached", "error", "color")
     }
     for task in tasks:
         state = task.get("state", {})
         seconds = _duration(task, now)
-        columns["id"].append(task["id"])
         columns["name"].append(task.get("name") or "")
         columns["state"].append(state.get("name", ""))
         columns["attempts"].append(task.get("attempts") or 0)
         columns["duration"].append(format_duration(seconds))
-        columns["seconds"].append(seconds if seconds is not None else float("nan"))
         columns["worker"].append(task.get("worker") or "")
         columns["cached"].append("yes" if task.get("cache_hit") else "")
         columns["error"].append(_first_line(task.get("error") or (state.get("message") if state.get("type") in ("FAILED", "CRASHED") else "")))

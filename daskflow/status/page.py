@@ -135,7 +135,9 @@ class StatusPage:
         self._build_runs_view()
         doc.title = "daskflow status"
         doc.add_root(column(self.header, self.message, self.body, sizing_mode="stretch_width"))
-        if run_ref:
+        if run_ref and not source.blocking:
+            self._open_now(run_ref)  # in the first document: no second round trip
+        elif run_ref:
             self.open_run(run_ref)
         else:
             self.show_runs()
@@ -271,6 +273,17 @@ class StatusPage:
         self._say("")
         self._schedule(self._load_run)
 
+    def _open_now(self, ref: str) -> None:
+        try:
+            detail = self.source.detail(ref)
+            logs = self.source.logs(detail.id)
+        except RunNotFoundError as exc:
+            self.show_runs()
+            self._say(str(exc), error=True)
+            return
+        self.run_ref = detail.id
+        self._render_run(detail, logs)
+
     async def _load_run(self) -> None:
         ref = self.run_ref
         if ref is None:
@@ -290,6 +303,8 @@ class StatusPage:
         ref = self.run_ref
         if ref is None or self._shown_detail_version is None:
             return
+        if await self._call(self.source.run_version, ref) == self._shown_detail_version:
+            return  # nothing new (and no 10,000-row copy made to find out)
         detail = await self._call(self.source.detail, ref)
         if detail.version == self._shown_detail_version:
             return

@@ -65,6 +65,10 @@ class RunSource(Protocol):
 
     def logs(self, ref: str, task: str | None = None) -> list[dict[str, Any]]: ...
 
+    def run_version(self, ref: str) -> Any:
+        """Cheap: what :attr:`RunDetail.version` would be, or ``None`` if unknown without reading."""
+        ...
+
     def cancel(self, ref: str, reason: str) -> str: ...
 
     def version(self) -> Any: ...
@@ -106,6 +110,10 @@ class LiveSource:
 
     def logs(self, ref: str, task: str | None = None) -> list[dict[str, Any]]:
         return _task_logs(list(self._runs().get(ref).logs), task)
+
+    def run_version(self, ref: str) -> Any:
+        live = self._runs().get(ref)
+        return (id(live), live.version)
 
     def cancel(self, ref: str, reason: str) -> str:
         live = self._runs().get(ref)
@@ -161,6 +169,11 @@ class HistorySource:
 
     def logs(self, ref: str, task: str | None = None) -> list[dict[str, Any]]:
         return self.history.logs(self._entry(ref), task)
+
+    def run_version(self, ref: str) -> Any:
+        with self._lock:
+            kept = self._finished.get(ref)
+        return kept.version if kept is not None else None  # a running run: read it to know
 
     def cancel(self, ref: str, reason: str) -> str:
         entry = self._entry(ref)
