@@ -145,7 +145,7 @@ def main() -> None:
         for _ in range(args.repeats):
             start = time.perf_counter()
             charts.task_table(tasks)
-            line = charts.timeline(tasks)
+            charts.timeline(tasks)
             graph = charts.dependency_graph(tasks)
             build.append(time.perf_counter() - start)
         assert len(tasks) == args.tasks + 1 and graph.aggregated == (len(tasks) > charts.GRAPH_NODE_LIMIT)

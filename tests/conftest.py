@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -150,6 +152,27 @@ class DaskCLICluster:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def daskflow_ui(storage: Path, *extra: str):
+    """``daskflow ui --storage STORAGE --port 0`` as a process; yields ``(base URL, Popen)``."""
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daskflow"), "ui", "--storage", str(storage), "--port", "0", "--poll", "0.5", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env(), start_new_session=True,
+    )
+    try:
+        first = server.stderr.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/daskflow", first)
+        assert match, first + server.stderr.read()
+        yield match.group(1), server
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
 
 
 def _read_address(path: Path) -> str | None:

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from daskflow import DaskTaskRunner, flow
 from daskflow.status.feed import status_link
 
-from .conftest import REPO, DaskCLICluster, wait_until, worker_env
+from .conftest import REPO, DaskCLICluster, daskflow_ui, wait_until, worker_env
 from .tasks import add, block_until, fail
 
 pytestmark = pytest.mark.slow
@@ -225,15 +225,8 @@ def test_daskflow_ui_serves_stored_history_on_loopback_only(tmp_path, _result_st
     canary = "canary-5b1e7c2f9d"
     state = secretive(SecretStr(canary), return_state=True)
     assert state.result() == 3
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "daskflow"), "ui", "--storage", str(_result_storage), "--port", "0", "--poll", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env(), start_new_session=True,
-    )
-    try:
-        first = server.stderr.readline()
-        match = re.search(r"(http://127\.0\.0\.1:(\d+))/daskflow", first)
-        assert match, first
-        base, port = match.group(1), int(match.group(2))
+    with daskflow_ui(_result_storage) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
         listening = {c.laddr for c in psutil.Process(server.pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
         assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
         assert _get(base)[0] == 200  # / redirects to the page
@@ -246,11 +239,4 @@ def test_daskflow_ui_serves_stored_history_on_loopback_only(tmp_path, _result_st
         assert canary not in everything and "**********" in json.dumps(runs)
         assert _ws_status(f"ws://127.0.0.1:{port}/daskflow/ws", "http://evil.example") == 403
         assert _ws_status(f"ws://127.0.0.1:{port}/daskflow/ws", f"http://localhost:{port}") is None
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
     assert server.returncode in (0, -signal.SIGINT), server.stderr.read()

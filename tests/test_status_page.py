@@ -7,11 +7,7 @@ Flows run in background threads: the main thread is Playwright's (see
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -32,7 +28,7 @@ from daskflow import (
 
 from . import browser as harness
 from .browser import collect_console_errors, screenshot
-from .conftest import wait_until, worker_env
+from .conftest import daskflow_ui, wait_until
 from .tasks import block_until, fail, scored
 
 browser, page = harness.browser, harness.page
@@ -228,21 +224,8 @@ def _stored_runs(storage: Path) -> dict:
 @pytest.fixture
 def ui_server(_result_storage):
     runs = _stored_runs(_result_storage)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "daskflow"), "ui", "--storage", str(_result_storage), "--port", "0", "--poll", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env(), start_new_session=True,
-    )
-    try:
-        match = re.search(r"(http://127\.0\.0\.1:\d+)/daskflow", server.stderr.readline())
-        assert match, server.stderr.read()
-        yield match.group(1), runs
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+    with daskflow_ui(_result_storage) as (base, _):
+        yield base, runs
 
 
 def test_daskflow_ui_shows_stored_runs_filters_them_and_opens_a_failed_run(ui_server, page):

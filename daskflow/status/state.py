@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import InvalidOptionError, RunNotFoundError
-from ..storage.records import FINAL_STATE_TYPES
+from ..storage.records import FINAL_STATE_TYPES, matches_filters
 
-__all__ = ["LiveRun", "LiveRuns", "matches_filters"]
+__all__ = ["LiveRun", "LiveRuns"]
 
 
 @dataclass(eq=False)
@@ -47,27 +47,6 @@ class LiveRun:
 
     def task_list(self) -> list[dict[str, Any]]:
         return sorted(self.tasks.values(), key=lambda t: t.get("seq", 0))
-
-
-def matches_filters(
-    record: dict[str, Any],
-    *,
-    flow: str | None = None,
-    state: str | None = None,
-    tag: str | None = None,
-    since: float | None = None,
-) -> bool:
-    """Whether a flow-run record passes the runs-table filters (as in ``daskflow runs ls``)."""
-    if flow and record.get("flow_name") != flow:
-        return False
-    if state:
-        wanted = state.lower()
-        current = record.get("state", {})
-        if wanted not in (str(current.get("name", "")).lower(), str(current.get("type", "")).lower()):
-            return False
-    if tag and tag not in record.get("tags", ()):
-        return False
-    return since is None or (record.get("start_time") or 0) >= since
 
 
 class LiveRuns:

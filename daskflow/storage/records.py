@@ -47,6 +47,7 @@ __all__ = [
     "History",
     "RunEntry",
     "RunWriter",
+    "matches_filters",
     "run_folder",
 ]
 
@@ -225,22 +226,12 @@ class History:
     ) -> list[dict[str, Any]]:
         """Run records, newest first, filtered; reads only as many as it needs."""
         entries = [e for e in reversed(self.entries()) if since is None or e.started >= since]
-        wanted_state = state.lower() if state else None
         out: list[dict[str, Any]] = []
         chunk = 64
         for start in range(0, len(entries), chunk):
             batch = entries[start : start + chunk]
             for record in self._read_runs(batch):
-                if record is None:
-                    continue
-                if flow is not None and record.get("flow_name") != flow:
-                    continue
-                if wanted_state is not None and wanted_state not in (
-                    str(record["state"].get("name", "")).lower(),
-                    str(record["state"].get("type", "")).lower(),
-                ):
-                    continue
-                if tag is not None and tag not in record.get("tags", ()):
+                if record is None or not matches_filters(record, flow=flow, state=state, tag=tag):
                     continue
                 out.append(record)
                 if limit is not None and len(out) >= limit:
@@ -347,6 +338,30 @@ class History:
     def request_cancel(self, entry: RunEntry, reason: str) -> None:
         """Ask the run's driver to cancel the run (it checks at each heartbeat)."""
         self.store.put(f"{RUNS}/{entry.folder}/cancel.json", _dumps({"reason": reason, "requested": time.time()}))
+
+
+def matches_filters(
+    record: dict[str, Any],
+    *,
+    flow: str | None = None,
+    state: str | None = None,
+    tag: str | None = None,
+    since: float | None = None,
+) -> bool:
+    """Whether a flow-run record passes the filters of ``daskflow runs ls`` (and the status page).
+
+    ``state`` matches a state's name or type, in any case (``failed``, ``TimedOut``).
+    """
+    if flow and record.get("flow_name") != flow:
+        return False
+    if state:
+        wanted = state.lower()
+        current = record.get("state", {})
+        if wanted not in (str(current.get("name", "")).lower(), str(current.get("type", "")).lower()):
+            return False
+    if tag and tag not in record.get("tags", ()):
+        return False
+    return since is None or (record.get("start_time") or 0) >= since
 
 
 def _crashed_if_stale(record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any] | None:
