@@ -53,6 +53,16 @@ def test_live_runs_drop_finished_runs_first_and_keep_the_newest_log_lines():
         LiveRuns(max_runs=0)
 
 
+def test_finished_runs_go_when_the_task_runs_kept_exceed_the_limit():
+    runs = LiveRuns(max_task_runs=5)
+    runs.update({"run": _run("1" * 32, "COMPLETED", start=1), "tasks": [_task(i) for i in range(3)]})
+    runs.update({"run": _run("2" * 32, "RUNNING", start=2), "tasks": [_task(i) for i in range(3, 7)]})
+    assert len(runs) == 2  # only a run finishing makes room; a running run is never dropped
+    runs.update({"run": _run("2" * 32, "COMPLETED", start=2)})
+    assert [r["id"][0] for r in runs.runs()] == ["2"]  # 7 > 5: the older finished run went
+    assert len(runs.get("2" * 32).tasks) == 4
+
+
 def test_a_run_whose_driver_disconnects_is_shown_crashed():
     runs = LiveRuns()
     runs.update({"run": _run("a" * 32)}, client="driver-1")

@@ -54,6 +54,7 @@ class StatusPlugin(SchedulerPlugin):
         self.runs = LiveRuns(
             max_runs=int(dask.config.get("daskflow.status.max-runs", 500)),
             max_log_lines=int(dask.config.get("daskflow.status.max-log-lines", 10_000)),
+            max_task_runs=int(dask.config.get("daskflow.status.max-task-runs", 200_000)),
         )
         scheduler.handlers[UPDATE_HANDLER] = self.update
         install_pages(scheduler)

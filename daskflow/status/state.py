@@ -59,14 +59,18 @@ class LiveRuns:
         only when every kept run is running).
     max_log_lines : int
         Log lines kept per run (the newest).
+    max_task_runs : int
+        Task-run records kept over all runs; past it, finished runs are dropped,
+        oldest first (a week of sweeps must not grow the scheduler's memory).
     """
 
-    def __init__(self, max_runs: int = 500, max_log_lines: int = 10_000) -> None:
-        for name, value in (("max_runs", max_runs), ("max_log_lines", max_log_lines)):
+    def __init__(self, max_runs: int = 500, max_log_lines: int = 10_000, max_task_runs: int = 200_000) -> None:
+        for name, value in (("max_runs", max_runs), ("max_log_lines", max_log_lines), ("max_task_runs", max_task_runs)):
             if not isinstance(value, int) or value < 1:
                 raise InvalidOptionError(f"daskflow.status.{name.replace('_', '-')} must be a positive integer, got {value!r}")
         self.max_runs = max_runs
         self.max_log_lines = max_log_lines
+        self.max_task_runs = max_task_runs
         self._runs: dict[str, LiveRun] = {}
         #: Bumped on every change to any run.
         self.version = 0
@@ -92,11 +96,20 @@ class LiveRuns:
         live.artifacts.extend(batch.get("artifacts") or ())
         live.version += 1
         self.version += 1
+        if live.finished:
+            self._evict_tasks(keep=live.id)
 
     def _evict(self) -> None:
         while len(self._runs) > self.max_runs:
             finished = next((run_id for run_id, run in self._runs.items() if run.finished), None)
             del self._runs[finished if finished is not None else next(iter(self._runs))]
+
+    def _evict_tasks(self, keep: str) -> None:
+        total = sum(len(run.tasks) for run in self._runs.values())
+        for run_id in [run_id for run_id, run in self._runs.items() if run.finished and run_id != keep]:
+            if total <= self.max_task_runs:
+                return
+            total -= len(self._runs.pop(run_id).tasks)
 
     def client_gone(self, client: str) -> list[str]:
         """End the running runs whose driver (Dask client ``client``) disconnected.
