@@ -1,0 +1,73 @@
+"""The main job, ``examples/hpo_kfold.py``, run as a user runs it: against S3 (moto on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cloudpickle
+import pytest
+
+from daskflow import Store
+from daskflow.storage.records import History
+
+from .conftest import REPO, worker_env
+from .s3 import bucket_keys
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("sklearn", reason="the main job needs scikit-learn: pip install '.[test]'")
+
+
+def _run_example(storage: str, endpoint: str, cwd) -> subprocess.CompletedProcess:
+    env = worker_env()
+    # The store's endpoint as a user sets it: config, read by the driver and by
+    # the LocalCluster's worker processes alike (credentials: the AWS_* test dummies).
+    env["DASK_DASKFLOW__STORAGE__OPTIONS"] = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / "hpo_kfold.py"), "--storage", storage, "--workers", "2"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_the_main_job_keeps_every_model_and_the_cv_table_on_s3_and_reruns_from_them(s3_server, s3_store_url, tmp_path):
+    url, options = s3_store_url
+    first = _run_example(url, s3_server, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "184 task runs computed, 0 reused" in first.stdout
+    assert "daskflow artifacts show" in first.stdout and "status page:" in first.stdout
+
+    store = Store(url, storage_options=options)
+    bucket = url.split("/")[2]
+    keys = bucket_keys(s3_server, bucket)
+    assert {f"prefix/hpo_kfold/{name}" for name in ("metrics.json", "cv_results.json", "best_model.pkl")} <= set(keys)
+    history = History(store)
+    (entry,) = history.entries()
+    tasks = history.tasks(entry)
+    fits = [t for t in tasks if t["task_name"] == "fit"]
+    assert len(fits) == 18 * 5 and all(t["state"]["name"] == "Completed" for t in tasks)
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data[:20]
+    for record in fits:  # every fold's model is in the bucket and predicts
+        model = store.read_result(record["cache_key"])
+        assert np.asarray(model.predict(X)).shape == (20,)
+    table = json.loads(store.get("hpo_kfold/cv_results.json"))
+    assert len(table) == 18 and table[0]["rank"] == 1
+    assert table[0]["mean_accuracy"] == max(row["mean_accuracy"] for row in table) > 0.9
+    (artifact,) = [a for a in history.artifacts(entry) if a["key"] == "cv-results"]
+    assert len(artifact["data"]["rows"]) == 18  # the same table, attached to the run
+    metrics = json.loads(store.get("hpo_kfold/metrics.json"))
+    assert metrics["best_setting"] == table[0]["setting"] and metrics["folds"] == 5
+    best = cloudpickle.loads(store.get("hpo_kfold/best_model.pkl"))
+    assert np.asarray(best.predict(X)).shape == (20,)
+
+    second = _run_example(url, s3_server, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "all 184 task runs were reused from storage" in second.stdout
+    latest = History(store).entries()[-1]
+    assert History(store).run(latest)["task_counts"] == {"Cached": 184}
+    assert [a["key"] for a in History(store).artifacts(latest)] == ["cv-results", "best-model", "metrics"]
