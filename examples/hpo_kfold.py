@@ -45,7 +45,6 @@ from daskflow import (
     create_link_artifact,
     create_table_artifact,
     flow,
-    get_run_logger,
     task,
     unmapped,
 )
@@ -101,7 +100,7 @@ def score(model: Any, family: str, params: dict[str, Any], data: tuple[np.ndarra
     X, y = data
     _, test = _split(y, fold, folds, seed)
     accuracy = float(model.score(X[test], y[test]))
-    get_run_logger().info("fold %d of %s: accuracy %.4f", fold, setting_name(family, params), accuracy)
+    print(f"fold {fold} of {setting_name(family, params)}: accuracy {accuracy:.4f}")  # a log line: the flow has log_prints=True
     return {"family": family, "params": params, "fold": fold, "accuracy": accuracy}
 
 
