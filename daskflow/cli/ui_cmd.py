@@ -28,7 +28,7 @@ def ui(storage: str | None, host: str, port: int, poll_interval: float, show: bo
 
     history = History(open_store(storage))
     try:
-        history.entries()  # a missing bucket or refused credentials fail here, not in the browser
+        runs = len(history.entries())  # a missing bucket or refused credentials fail here, not in the browser
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
     try:
@@ -36,6 +36,9 @@ def ui(storage: str | None, host: str, port: int, poll_interval: float, show: bo
     except OSError as exc:
         raise CLIError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, or 0 for any free one") from None
     click.echo(f"daskflow status page for {history.store.url}: {server.url}  (Ctrl-C to stop)", err=True)
+    if not runs:
+        click.echo(f"No runs recorded in {history.store.url} yet; the page shows them as they appear "
+                   "(--storage names the store your flows write to)", err=True)
     if show:
         import webbrowser
 
