@@ -70,6 +70,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Containers often give /dev/shm only 64 MB, where Chromium's renderer crashes.
+    "--disable-dev-shm-usage",
 ]
 APT_TIMEOUT = 15 * 60  # apt-get update + install of chromium, on a slow mirror
 BROWSER_HINT = "install Debian's chromium (apt-get install chromium) or set DASKFLOW_CHROMIUM to the browser's path"
