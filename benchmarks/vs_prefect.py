@@ -315,18 +315,18 @@ class OtherPythonNanny(OtherPythonProcess):
         await super().start()
 
 
-def start_cluster(python: str, env: dict, tmp: str) -> SpecCluster:
-    """Scheduler and N_WORKERS Nanny-managed worker processes, all on ``python``, on 127.0.0.1."""
+def start_cluster(python: str, env: dict, tmp: str, n_workers: int = N_WORKERS) -> SpecCluster:
+    """Scheduler and ``n_workers`` Nanny-managed worker processes, all on ``python``, on 127.0.0.1."""
     common = {"python": python, "env": env, "log_path": os.path.join(tmp, "cluster.log")}
     worker = {"cls": OtherPythonNanny, "options": {
         **common, "nthreads": THREADS_PER_WORKER, "host": "127.0.0.1",
-        "memory_limit": parse_memory_limit("auto", 1, N_WORKERS, logger=logging.getLogger("distributed")),
+        "memory_limit": parse_memory_limit("auto", 1, n_workers, logger=logging.getLogger("distributed")),
     }}
     scheduler = {"cls": OtherPythonScheduler, "options": {
         **common, "scheduler_file": os.path.join(tmp, "scheduler.json"),
         "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
     }}
-    return SpecCluster(scheduler=scheduler, workers={i: worker for i in range(N_WORKERS)}, worker=worker,
+    return SpecCluster(scheduler=scheduler, workers={i: worker for i in range(n_workers)}, worker=worker,
                        name="vs-prefect")
 
 
