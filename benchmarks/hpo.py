@@ -27,7 +27,7 @@ run; 2 workers at least 1.7x faster than 1 worker (daskflow, first run).
 Run from the repository root (needs scikit-learn: ``pip install -e '.[examples]'``)::
 
     python benchmarks/hpo.py                     # 1 and 2 workers, 3 repeats
-    python benchmarks/hpo.py --prefect-python /work/peers-venv/bin/python
+    python benchmarks/hpo.py --prefect-python .venv-peers/bin/python
     python benchmarks/hpo.py --workers 2 --repeats 1   # quick check
 """
 

@@ -38,13 +38,13 @@ RSS of this script at the moment it started the process) is reported, before the
 
 Install the peers in a SEPARATE virtualenv, never the project's (from the repository root)::
 
-    python3 -m venv /work/peers-venv
-    /work/peers-venv/bin/pip install -r benchmarks/requirements-peers.txt
+    python3 -m venv .venv-peers
+    .venv-peers/bin/pip install -r benchmarks/requirements-peers.txt
 
 Run, with daskflow installed in this Python::
 
-    python benchmarks/vs_prefect.py --prefect-python /work/peers-venv/bin/python
-    python benchmarks/vs_prefect.py --prefect-python /work/peers-venv/bin/python --quick
+    python benchmarks/vs_prefect.py --prefect-python .venv-peers/bin/python
+    python benchmarks/vs_prefect.py --prefect-python .venv-peers/bin/python --quick
     python benchmarks/vs_prefect.py          # raw Dask and daskflow only
 
 Prefect costs milliseconds (threads) to ~100 ms (Dask) per task here, so Prefect rows above
