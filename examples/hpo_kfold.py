@@ -79,7 +79,9 @@ def setting_name(family: str, params: dict[str, Any]) -> str:
 @task
 def load_data() -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
-    return digits.data, digits.target
+    # Contiguous copies: an array read back from storage is contiguous, and a cache
+    # that hashes input values (Prefect's) would see the stored copy as new input.
+    return np.ascontiguousarray(digits.data), np.ascontiguousarray(digits.target)
 
 
 def _split(y: np.ndarray, fold: int, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
