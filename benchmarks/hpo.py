@@ -38,6 +38,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -140,6 +141,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--prefect-python", help="Python of the peers' virtualenv (benchmarks/requirements-peers.txt)")
     args = parser.parse_args()
+    # SIGTERM ends the run like Ctrl-C: through the exit stack that stops every process
+    # (the cluster's and the Prefect server's run in their own process groups).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     job = _load_example()
     times: dict[tuple[str, int], dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="daskflow-hpo-bench-") as tmp, contextlib.ExitStack() as stack:
