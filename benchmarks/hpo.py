@@ -161,7 +161,9 @@ def main() -> None:
         cluster_python = args.prefect_python if peers else sys.executable
         with dask.config.set({"daskflow.logging.console": False}):
             for workers in args.workers:
-                with vs_prefect.start_cluster(cluster_python, env, tmp, n_workers=workers) as cluster, Client(cluster) as client:
+                cluster_dir = root / f"cluster-w{workers}"  # its own scheduler file: never a stale one's address
+                cluster_dir.mkdir()
+                with vs_prefect.start_cluster(cluster_python, env, str(cluster_dir), n_workers=workers) as cluster, Client(cluster) as client:
                     client.wait_for_workers(workers, timeout=120)
                     address = cluster.scheduler_address
                     raw_dask(client, job, args.folds, 0)  # warm: imports on the workers, the first pickles
