@@ -41,7 +41,8 @@ def test_ctrl_c_cancels_the_run_and_closes_its_cluster(tmp_path):
     script = tmp_path / "stuck.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], cwd=REPO, env=worker_env(),
+        [sys.executable, str(script), str(tmp_path)], cwd=REPO,
+        env={**worker_env(), "DASK_DASKFLOW__STORAGE__URL": str(tmp_path / "store")},  # history not in the checkout
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
