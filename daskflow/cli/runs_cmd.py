@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..exceptions import RunNotFoundError, StorageError
-from ..storage.records import FINAL_STATE_TYPES, History, RunEntry
+from ..storage.records import History, RunEntry, run_ended
 from ._common import (
     EXIT_FAILED,
     CLIError,
@@ -52,7 +52,7 @@ def _duration(record: dict[str, Any]) -> float | None:
     if start is None:
         return None
     if end is None:
-        return time.time() - start if record["state"].get("type") not in FINAL_STATE_TYPES else None
+        return time.time() - start if not run_ended(record) else None
     return end - start
 
 
@@ -301,7 +301,7 @@ def cancel(run: str, storage: str | None, address: str | None, timeout: float) -
     entry = _resolve(history, run)
     record = history.run(entry)
     state = record["state"]
-    if state.get("type") in FINAL_STATE_TYPES:
+    if run_ended(record):
         raise CLIError(f"run {record['name']} already finished in state {state.get('name')}; nothing to cancel", EXIT_FAILED)
     reason = "cancelled with daskflow cancel"
     history.request_cancel(entry, reason)
@@ -313,7 +313,7 @@ def cancel(run: str, storage: str | None, address: str | None, timeout: float) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = history.run(entry)
-        if record["state"].get("type") in FINAL_STATE_TYPES:
+        if run_ended(record):
             click.echo(f"Run {record['name']} ended {record['state'].get('name')}")
             if record["state"].get("type") != "CANCELLED":
                 raise click.exceptions.Exit(EXIT_FAILED)

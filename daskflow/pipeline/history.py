@@ -222,7 +222,7 @@ class RunRecorder:
                 self._logs_done += len(logs)
                 self.writer.append("artifacts", [artifact_record(a) for a in artifacts])
                 self._artifacts_done += len(artifacts)
-                self.writer.write_run(self.run_record(now))
+                self.writer.write_run(run_record(self.flow_run, now))
                 self._last_beat = now
                 if self._failing:
                     logger.info("Flow run %r - writing its history to %s works again", flow_run.name, self.writer.url)
@@ -260,7 +260,3 @@ class RunRecorder:
             self._thread.join()
             self._thread = None
         self.flush(final=True)
-
-    def run_record(self, now: float | None = None) -> dict[str, Any]:
-        """The flow run as JSON (parameters and messages masked)."""
-        return run_record(self.flow_run, now)

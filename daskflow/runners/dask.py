@@ -163,15 +163,21 @@ class _Publisher:
             self.worker.log_event(REPORT_TOPIC, self.start)
 
 
-def _inproc_dashboard_link(link: str, scheduler: Any) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
+def bound_hosts(http_server: Any) -> list[str]:
+    """The addresses a tornado HTTP server (a scheduler's dashboard) listens on."""
     hosts = []
-    for sock in getattr(getattr(scheduler, "http_server", None), "_sockets", {}).values():
+    for sock in getattr(http_server, "_sockets", {}).values():
         try:
             hosts.append(sock.getsockname()[0])
         except OSError:
             continue
+    return hosts
+
+
+def _inproc_dashboard_link(link: str, scheduler: Any) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    hosts = bound_hosts(getattr(scheduler, "http_server", None))
     host = next((h for h in hosts if h not in ("0.0.0.0", "::")), "127.0.0.1")
     parts = urlsplit(link)
     netloc = f"[{host}]" if ":" in host else host

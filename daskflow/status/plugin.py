@@ -21,7 +21,7 @@ from typing import Any
 import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ..runners.dask import REPORT_TOPIC
+from ..runners.dask import REPORT_TOPIC, bound_hosts
 from .api import api_routes
 from .sources import LiveSource
 from .state import LiveRuns
@@ -97,16 +97,6 @@ def _live_source(scheduler: Any) -> LiveSource | None:
     return LiveSource(runs, send_cancel, label=f"live on the Dask scheduler {scheduler.address}")
 
 
-def _bound_hosts(http_server: Any) -> list[str]:
-    hosts = []
-    for sock in getattr(http_server, "_sockets", {}).values():
-        try:
-            hosts.append(sock.getsockname()[0])
-        except OSError:
-            continue
-    return hosts
-
-
 def allowed_origins(port: int, bound_hosts: list[str] = (), extra: list[str] | None = None) -> list[str]:
     """``host:port`` origins whose pages may open the status page's websocket.
 
@@ -156,7 +146,7 @@ def install_pages(scheduler: Any, route: str = ROUTE) -> bool:
         return False
     settings = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
     settings.pop("allow_websocket_origin", None)  # Dask's default is "*": not for a page with a cancel button
-    origins = allowed_origins(scheduler.http_server.port, _bound_hosts(scheduler.http_server), dask.config.get("daskflow.status.allow-websocket-origin", []))
+    origins = allowed_origins(scheduler.http_server.port, bound_hosts(scheduler.http_server), dask.config.get("daskflow.status.allow-websocket-origin", []))
 
     def source() -> LiveSource:
         live = _live_source(scheduler)

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from ..exceptions import RunNotFoundError
-from ..storage.records import FINAL_STATE_TYPES, History, RunEntry
+from ..storage.records import History, run_ended
 from .state import LiveRuns
 
 __all__ = ["HistorySource", "LiveSource", "RunDetail", "RunSource"]
@@ -36,7 +35,7 @@ class RunDetail:
 
     @property
     def finished(self) -> bool:
-        return self.record.get("state", {}).get("type") in FINAL_STATE_TYPES
+        return run_ended(self.record)
 
 
 class RunSource(Protocol):
@@ -147,15 +146,12 @@ class HistorySource:
     def runs(self, **filters: Any) -> list[dict[str, Any]]:
         return self.history.runs(**filters)
 
-    def _entry(self, ref: str) -> RunEntry:
-        return self.history.resolve(ref)
-
     def detail(self, ref: str) -> RunDetail:
         with self._lock:
             kept = self._finished.get(ref)
         if kept is not None:
             return kept
-        entry = self._entry(ref)
+        entry = self.history.resolve(ref)
         record = self.history.run(entry)
         tasks = self.history.tasks(entry)
         artifacts = self.history.artifacts(entry)
@@ -168,7 +164,7 @@ class HistorySource:
         return detail
 
     def logs(self, ref: str, task: str | None = None) -> list[dict[str, Any]]:
-        return self.history.logs(self._entry(ref), task)
+        return self.history.logs(self.history.resolve(ref), task)
 
     def run_version(self, ref: str) -> Any:
         with self._lock:
@@ -176,9 +172,9 @@ class HistorySource:
         return kept.version if kept is not None else None  # a running run: read it to know
 
     def cancel(self, ref: str, reason: str) -> str:
-        entry = self._entry(ref)
+        entry = self.history.resolve(ref)
         record = self.history.run(entry)
-        if record.get("state", {}).get("type") in FINAL_STATE_TYPES:
+        if run_ended(record):
             return f"run {record.get('name')} already ended {record['state'].get('name')}"
         self.history.request_cancel(entry, reason)
         return f"asked the driver of {record.get('name')} to cancel it (it checks every few seconds)"
@@ -188,7 +184,3 @@ class HistorySource:
         # page re-reads running runs on its own.
         return (len(self.history.entries()), time.time() // max(self.poll_interval, 1.0))
 
-
-def resolve_error(exc: Exception) -> str:
-    """The one-line message of a lookup error, for the page and the JSON routes."""
-    return str(exc) if isinstance(exc, RunNotFoundError) else f"{type(exc).__name__}: {exc}"

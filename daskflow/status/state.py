@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import InvalidOptionError, RunNotFoundError
-from ..storage.records import FINAL_STATE_TYPES, matches_filters
+from ..storage.records import matches_filters, run_ended
 
 __all__ = ["LiveRun", "LiveRuns"]
 
@@ -43,7 +43,7 @@ class LiveRun:
 
     @property
     def finished(self) -> bool:
-        return self.record.get("state", {}).get("type") in FINAL_STATE_TYPES
+        return run_ended(self.record)
 
     def task_list(self) -> list[dict[str, Any]]:
         return sorted(self.tasks.values(), key=lambda t: t.get("seq", 0))

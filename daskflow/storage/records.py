@@ -48,6 +48,7 @@ __all__ = [
     "RunEntry",
     "RunWriter",
     "matches_filters",
+    "run_ended",
     "run_folder",
 ]
 
@@ -109,7 +110,7 @@ class RunWriter:
     def write_run(self, record: dict[str, Any]) -> None:
         """Replace ``run.json``; the first call also marks the run active."""
         self.store.put(f"{self.prefix}/run.json", _dumps(record))
-        final = record.get("state", {}).get("type") in FINAL_STATE_TYPES
+        final = run_ended(record)
         if not self._active and not final:
             self.store.put(f"{ACTIVE}/{self.folder}", b"")
             self._active = True
@@ -326,7 +327,7 @@ class History:
                 continue
             except ValueError:
                 continue
-            if record.get("state", {}).get("type") not in FINAL_STATE_TYPES:
+            if not run_ended(record):
                 crashed = _crashed_if_stale(record, now, self.stale_after)
                 if crashed is None:
                     continue  # alive
@@ -338,6 +339,11 @@ class History:
     def request_cancel(self, entry: RunEntry, reason: str) -> None:
         """Ask the run's driver to cancel the run (it checks at each heartbeat)."""
         self.store.put(f"{RUNS}/{entry.folder}/cancel.json", _dumps({"reason": reason, "requested": time.time()}))
+
+
+def run_ended(record: dict[str, Any]) -> bool:
+    """Whether a flow-run record is in a final state (Completed, Failed, Crashed, Cancelled)."""
+    return record.get("state", {}).get("type") in FINAL_STATE_TYPES
 
 
 def matches_filters(
@@ -367,7 +373,7 @@ def matches_filters(
 def _crashed_if_stale(record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any] | None:
     """A copy of a running ``record`` whose heartbeat is older than ``stale_after``,
     ended Crashed at its last heartbeat; ``None`` if it is final or alive."""
-    if record.get("state", {}).get("type") in FINAL_STATE_TYPES:
+    if run_ended(record):
         return None
     beat = record.get("heartbeat") or record.get("start_time") or 0
     if now - beat <= stale_after:
