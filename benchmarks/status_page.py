@@ -47,29 +47,16 @@ import time
 import dask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from history import wide  # noqa: E402  (the same 10,000-task flow history.py measures)
 from machine import cpu_model, daskflow_revision  # noqa: E402
 
 import daskflow  # noqa: E402
-from daskflow import DaskTaskRunner, SequentialTaskRunner, flow, task  # noqa: E402
+from daskflow import DaskTaskRunner  # noqa: E402
 from daskflow.status import charts  # noqa: E402
 
 TARGET_SECONDS = 2.0
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@task
-def step(x: int) -> int:
-    return x + 1
-
-
-@task
-def gather(values: list[int]) -> int:
-    return sum(values)
-
-
-def wide(n: int) -> int:
-    return gather(step.map(range(n)))
 
 
 def _chromium() -> str:
@@ -124,12 +111,12 @@ def main() -> None:
     ui = None
     try:
         with dask.config.set({"daskflow.storage.url": store, "daskflow.logging.console": False}):
-            stored_flow = flow(name="wide-stored", task_runner=SequentialTaskRunner(), persist_result=False)(wide)
+            stored_flow = wide.with_options(name="wide-stored")  # history.py's run: SequentialTaskRunner, nothing persisted
             stored = stored_flow(args.tasks, return_state=True)
             assert stored.is_completed(), stored
             cluster = LocalCluster(n_workers=2, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0",
                                    worker_dashboard_address="127.0.0.1:0")
-            live_flow = flow(name="wide-live", task_runner=DaskTaskRunner(address=cluster.scheduler_address), persist_result=False)(wide)
+            live_flow = wide.with_options(name="wide-live", task_runner=DaskTaskRunner(address=cluster.scheduler_address))
             start = time.perf_counter()
             live = live_flow(args.tasks, return_state=True)
             live_seconds = time.perf_counter() - start
