@@ -4,8 +4,11 @@ Hierarchy::
 
     DaskflowError
     ├── InvalidOptionError (ValueError)        a decorator or runner option is wrong
+    │   ├── InvalidScheduleError               a cron, interval or rrule schedule is unusable
+    │   └── InvalidDeploymentError             a deployment (or daskflow.yaml) is unusable
     ├── ParameterValidationError (ValueError)  flow parameters rejected before any task ran
     ├── RunNotFoundError (LookupError)         no run in the history matches an id or name
+    ├── DeploymentNotFoundError (LookupError)  no deployment of that name in the store
     ├── MappingLengthMismatch (ValueError)     ``Task.map`` over iterables of unequal length
     ├── MissingContextError (RuntimeError)     ``get_run_logger()`` outside a flow or task
     ├── RunnerError (RuntimeError)             the task runner could not start or submit
@@ -37,9 +40,12 @@ __all__ = [
     "CorruptedResultError",
     "CrashedError",
     "DaskflowError",
+    "DeploymentNotFoundError",
     "FailedRun",
     "FlowTimeoutError",
+    "InvalidDeploymentError",
     "InvalidOptionError",
+    "InvalidScheduleError",
     "MappingLengthMismatch",
     "MissingContextError",
     "ParameterValidationError",
@@ -58,6 +64,16 @@ class DaskflowError(Exception):
 
 class InvalidOptionError(DaskflowError, ValueError):
     """An option given to ``@task``, ``@flow`` or a runner is invalid."""
+
+
+class InvalidScheduleError(InvalidOptionError):
+    """A schedule cannot be used: a bad cron, timezone, rrule or interval, or one
+    that never fires. The message names the field, the bad value and the fix."""
+
+
+class InvalidDeploymentError(InvalidOptionError):
+    """A deployment cannot be registered: a bad entrypoint, parameters that do not
+    fit the flow, an unknown option, a malformed ``daskflow.yaml``."""
 
 
 class ParameterValidationError(DaskflowError, ValueError):
@@ -135,6 +151,11 @@ class SerializationError(DaskflowError, ValueError):
 class RunNotFoundError(DaskflowError, LookupError):
     """No run in a store's history matches the id, id prefix or name given (or
     several do); the message says how to list runs."""
+
+
+class DeploymentNotFoundError(DaskflowError, LookupError):
+    """No deployment of that name is registered in the store; the message says how
+    to list them."""
 
 
 class StorageError(DaskflowError, OSError):

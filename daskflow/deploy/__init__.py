@@ -1,0 +1,1 @@
+"""Deployments, schedules and the serve loop: scheduled flow runs on the Dask cluster."""
