@@ -11,6 +11,7 @@ Hierarchy::
     ├── DeploymentNotFoundError (LookupError)  no deployment of that name in the store
     ├── MappingLengthMismatch (ValueError)     ``Task.map`` over iterables of unequal length
     ├── MissingContextError (RuntimeError)     ``get_run_logger()`` outside a flow or task
+    ├── FlowImportError (ImportError)          importing a flow's file raised
     ├── RunnerError (RuntimeError)             the task runner could not start or submit
     ├── TaskTimeoutError (TimeoutError)        a task overran ``timeout_seconds``
     ├── FlowTimeoutError (TimeoutError)        a flow overran ``timeout_seconds``
@@ -42,6 +43,7 @@ __all__ = [
     "DaskflowError",
     "DeploymentNotFoundError",
     "FailedRun",
+    "FlowImportError",
     "FlowTimeoutError",
     "InvalidDeploymentError",
     "InvalidOptionError",
@@ -99,6 +101,10 @@ class MappingLengthMismatch(DaskflowError, ValueError):
 
 class MissingContextError(DaskflowError, RuntimeError):
     """A run-scoped helper was called outside any flow or task run."""
+
+
+class FlowImportError(DaskflowError, ImportError):
+    """Importing the file or module of a flow's entrypoint raised; the cause is chained."""
 
 
 class RunnerError(DaskflowError, RuntimeError):

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from daskflow import get_run_logger, task
+from daskflow import flow, get_run_logger, task
 
 
 @task
@@ -151,3 +151,26 @@ def leaky(token, fail: bool = False) -> int:
     if fail:
         raise RuntimeError(f"server refused token {raw}")
     return len(raw)
+
+
+@flow
+def fan_out(n: int = 4) -> list[str]:
+    """Logs from ``n`` tasks and returns the workers of ``n`` others."""
+    chatty.map(range(n)).wait()
+    return where.map(range(n)).result()
+
+
+def drive_fan_out(n: int, storage: str) -> tuple[str, list[str], list[str | None], int]:
+    """A plain Dask task that runs ``fan_out`` from inside its worker, storing in ``storage``."""
+    state = fan_out.with_options(result_storage=storage, refresh_cache=True)(n, return_state=True)
+    run = state.run
+    return state.name, state.result(), [tr.worker for tr in run.task_runs.values()], len(run.logs)
+
+
+def drive_fan_out_on(n: int, storage: str, resources: dict) -> tuple[str, list[str]]:
+    """Like :func:`drive_fan_out`, with every task requiring ``resources``."""
+    from daskflow import DaskTaskRunner
+
+    options = {"task_runner": DaskTaskRunner(resources=resources), "result_storage": storage, "refresh_cache": True}
+    state = fan_out.with_options(**options)(n, return_state=True)
+    return state.name, state.result()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -28,74 +25,24 @@ __all__ = ["COMMANDS", "load_flow", "parse_parameters"]
 
 
 def load_flow(target: str) -> Any:
-    """The :class:`~daskflow.Flow` named by ``PATH.py:FLOW`` or ``module:FLOW``.
-
-    ``PATH.py`` alone works when the file defines exactly one flow. A file is
-    imported under its file name (so its tasks share cache entries with
-    ``python PATH.py``) and its functions are shipped to workers by value.
+    """The :class:`~daskflow.Flow` named by ``PATH.py:FLOW`` or ``module:FLOW``
+    (see :func:`daskflow.pipeline.entrypoints.load_flow`).
 
     Raises
     ------
     CLIError
-        If the file, module or flow cannot be found (exit code 2).
+        If the file, module or flow cannot be found (exit code 2), or importing
+        the file raised (exit code 1).
     """
-    from ..pipeline.flow import Flow
+    from ..exceptions import FlowImportError, InvalidOptionError
+    from ..pipeline import entrypoints
 
-    path, _, name = target.rpartition(":") if ":" in target and not _is_windows_drive(target) else (target, "", "")
-    if path.endswith(".py") or os.sep in path or "/" in path:
-        module = _import_file(path)
-    else:
-        try:
-            module = importlib.import_module(path)
-        except ImportError as exc:
-            raise CLIError(f"cannot import module {path!r} ({exc}); give PATH.py:FLOW or an importable module:FLOW") from None
-    if name:
-        flow = getattr(module, name, None)
-        if not isinstance(flow, Flow):
-            found = _flows_in(module)
-            raise CLIError(
-                f"{path!r} has no flow named {name!r}" + (f"; its flows: {', '.join(found)}" if found else "; decorate a function with @flow")
-            )
-        return flow
-    found = _flows_in(module)
-    if len(found) != 1:
-        what = f"defines {len(found)} flows ({', '.join(found)})" if found else "defines no @flow"
-        raise CLIError(f"{path!r} {what}; name one, like {path}:{found[0] if found else 'my_flow'}")
-    return getattr(module, found[0])
-
-
-def _is_windows_drive(target: str) -> bool:
-    return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
-
-
-def _flows_in(module: Any) -> list[str]:
-    from ..pipeline.flow import Flow
-
-    return sorted(name for name, value in vars(module).items() if isinstance(value, Flow))
-
-
-def _import_file(path: str) -> Any:
-    import cloudpickle
-
-    full = os.path.abspath(path)
-    if not os.path.isfile(full):
-        raise CLIError(f"flow file {path!r} does not exist; give PATH.py:FLOW, e.g. examples/quickstart.py:pipeline")
-    name = os.path.splitext(os.path.basename(full))[0]
-    spec = importlib.util.spec_from_file_location(name, full)
-    if spec is None or spec.loader is None:
-        raise CLIError(f"cannot load {path!r} as Python; give a .py file")
-    module = importlib.util.module_from_spec(spec)
-    # Its siblings import as they would under `python PATH.py`.
-    sys.path.insert(0, os.path.dirname(full))
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise CLIError(f"importing {path!r} raised {type(exc).__name__}: {exc}", EXIT_FAILED) from exc
-    # Workers cannot import a file by path: send its functions by value, as for a script.
-    cloudpickle.register_pickle_by_value(module)
-    return module
+        return entrypoints.load_flow(target)
+    except InvalidOptionError as exc:
+        raise CLIError(str(exc)) from None
+    except FlowImportError as exc:
+        raise CLIError(str(exc), EXIT_FAILED) from exc
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:

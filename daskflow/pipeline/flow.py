@@ -55,7 +55,7 @@ from .options import (
 from .parameters import ParameterModel
 from .persistence import RunStorage
 from .retries import RetryDelay, retry_delay, validate_retry_options
-from .runs import FlowRun
+from .runs import FlowRun, RunPlan
 from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
 
 __all__ = ["Flow", "flow"]
@@ -162,6 +162,10 @@ class Flow(Generic[P, R]):
         state = _FlowRunner(self).run(args, kwargs)
         return state if return_state else state.result()  # type: ignore[return-value]
 
+    def _run_planned(self, plan: RunPlan, parameters: dict[str, Any]) -> State:
+        """Run as the flow run ``plan`` describes (made ahead by a deployment); the final state."""
+        return _FlowRunner(self).run((), dict(parameters), plan)
+
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 
@@ -179,20 +183,27 @@ class _FlowRunner:
         self.engine: FlowRunEngine | None = None
         self._unwatch: list[Callable[[], None]] = []
 
-    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any], plan: RunPlan | None = None) -> State:
         flow = self.flow
         configure_console_logging(dask.config.get("daskflow.logging.console"))
         self.log_level = config.log_level()  # a bad setting fails here, before anything runs
-        run_id = uuid.uuid4().hex
+        run_id = plan.id if plan is not None else uuid.uuid4().hex
         flow_run = FlowRun(
             id=run_id,
-            name=f"{flow.name}-{run_id[:8]}",
+            name=plan.name if plan is not None else f"{flow.name}-{run_id[:8]}",
             flow_name=flow.name,
             version=flow.version,
             parameters={},
-            tags=flow.tags,
+            tags=tuple(dict.fromkeys((*flow.tags, *plan.tags))) if plan is not None else flow.tags,
             parent_flow_run_id=self.parent.flow_run.id if self.parent else None,
         )
+        if plan is not None:
+            flow_run.created = plan.created
+            flow_run.deployment_id = plan.deployment_id
+            flow_run.deployment_name = plan.deployment_name
+            flow_run.scheduled_time = plan.scheduled_time
+            flow_run.work_queue = plan.work_queue
+            flow_run.state_history[:0] = plan.states
         if self.parent is not None:
             self.parent.flow_run.subflow_runs.append(flow_run)
         for observer in list(RUN_OBSERVERS):

@@ -130,6 +130,11 @@ def run_record(flow_run: FlowRun, now: float | None = None) -> dict[str, Any]:
         "task_runs": len(flow_run.task_runs),
         "cached": flow_run.cache_hits(),
         "traceback": _error_text(flow_run.state),
+        "created": flow_run.created,
+        "deployment_id": flow_run.deployment_id,
+        "deployment_name": flow_run.deployment_name,
+        "scheduled_time": flow_run.scheduled_time,
+        "work_queue": flow_run.work_queue,
     }
 
 
@@ -156,7 +161,7 @@ class RunRecorder:
     def __init__(self, flow_run: FlowRun, store: Store, *, sweep: bool = False) -> None:
         self.flow_run = flow_run
         self.store = store
-        self.writer = RunWriter(store, flow_run.id, flow_run.start_time)
+        self.writer = RunWriter(store, flow_run.id, flow_run.created or flow_run.start_time)
         self.interval = _seconds("flush-interval", 2.0)
         self.heartbeat = _seconds("heartbeat", 10.0)
         flow_run.history_url = self.writer.url

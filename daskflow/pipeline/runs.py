@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from .states import Pending, State
 
-__all__ = ["Artifact", "FlowRun", "LogLine", "TaskRun"]
+__all__ = ["Artifact", "FlowRun", "LogLine", "RunPlan", "TaskRun"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,23 @@ class Artifact:
     created: float
     task_run_id: str | None = None
     task_run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The identity of a flow run created before it starts (a deployment's
+    scheduled run): the run takes its id, name and history folder instead of
+    making new ones, and keeps its earlier states (Scheduled, Late)."""
+
+    id: str
+    name: str
+    created: float
+    states: tuple[State, ...] = ()
+    tags: tuple[str, ...] = ()
+    deployment_id: str | None = None
+    deployment_name: str | None = None
+    scheduled_time: float | None = None
+    work_queue: str | None = None
 
 
 def _record_state(run: FlowRun | TaskRun, state: State) -> None:
@@ -134,6 +151,14 @@ class FlowRun:
     dashboard_link: str | None = None
     #: This run on the daskflow status page of that dashboard, if it has one.
     status_link: str | None = None
+    #: When the run was created, if before it started (a deployment's scheduled
+    #: run): its history folder is named by this time, not by its start.
+    created: float | None = None
+    #: The deployment that made this run, its scheduled slot and work queue.
+    deployment_id: str | None = None
+    deployment_name: str | None = None
+    scheduled_time: float | None = None
+    work_queue: str | None = None
 
     def __post_init__(self) -> None:
         if not self.state_history:

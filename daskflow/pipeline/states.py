@@ -22,6 +22,7 @@ __all__ = [
     "Completed",
     "Crashed",
     "Failed",
+    "Late",
     "Pending",
     "Retrying",
     "Running",
@@ -166,6 +167,8 @@ def _maker(type_: StateType, name: str) -> Callable[..., State]:
 
 Scheduled = _maker(StateType.SCHEDULED, "Scheduled")
 AwaitingRetry = _maker(StateType.SCHEDULED, "AwaitingRetry")
+#: A scheduled run that did not start within its grace period (no worker, a full queue).
+Late = _maker(StateType.SCHEDULED, "Late")
 Pending = _maker(StateType.PENDING, "Pending")
 Running = _maker(StateType.RUNNING, "Running")
 Retrying = _maker(StateType.RUNNING, "Retrying")

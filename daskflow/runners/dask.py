@@ -8,6 +8,11 @@ tiny task that the attempts depend on, so a function defined in ``__main__``
 (pickled by value, with whatever globals it references) crosses the network once,
 not once per submit. Reports (timings, log lines) travel back through
 ``Worker.log_event`` and a topic subscription, the scheduler's own event channel.
+
+A flow called inside a Dask task (a deployment's flow-run task, or a flow called
+by a task) runs its tasks on the cluster it is already on: the runner borrows the
+worker's client and secedes the calling thread from the worker's pool, so a
+one-thread worker never deadlocks on a flow waiting for its own tasks.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from .execute import (
     load_stored,
 )
 
-__all__ = ["REPORT_TOPIC", "DaskTaskRunner"]
+__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "ensure_seceded", "in_worker_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +168,90 @@ class _Publisher:
             self.worker.log_event(REPORT_TOPIC, self.start)
 
 
+def in_worker_task() -> bool:
+    """Whether this thread is running a Dask task on a worker."""
+    from distributed.worker import thread_state
+
+    if getattr(thread_state, "key", None) is None:
+        return False
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def ensure_seceded() -> bool:
+    """Secede this Dask task's thread from its worker's pool, once.
+
+    A task that waits for other tasks (a flow driving its task runs, a run
+    waiting for a concurrency slot) must not hold a worker slot, or a worker
+    whose every slot is held by waiting parents can never run their children.
+    Returns True if this call seceded (the caller may ``rejoin()`` later), False
+    if the thread is not a task's or has seceded already.
+    """
+    from distributed import secede
+    from distributed.worker import thread_state
+
+    key = getattr(thread_state, "key", None)
+    if key is None or getattr(thread_state, "start_time", None) is None:
+        return False  # not a task thread (or an async task, which cannot secede)
+    if getattr(thread_state, "daskflow_seceded", None) == key:
+        return False
+    secede()
+    thread_state.daskflow_seceded = key
+    return True
+
+
+class _ReportRouter:
+    """One subscription to the report topic per client, routed to each flow run's sink.
+
+    A client holds one handler per topic, and a worker's shared client can carry
+    several flow runs at once (deployments running side by side on one worker):
+    each run registers its sink here instead of replacing the others' handler.
+    """
+
+    _routers: dict[str, _ReportRouter] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.sinks: dict[str, ReportSink] = {}
+
+    @classmethod
+    def add(cls, client: Any, flow_run_id: str, sink: ReportSink) -> None:
+        with cls._lock:
+            router = cls._routers.get(client.id)
+            if router is None:
+                router = cls._routers[client.id] = cls(client)
+                client.subscribe_topic(REPORT_TOPIC, router.route)
+            router.sinks[flow_run_id] = sink
+
+    @classmethod
+    def remove(cls, client: Any, flow_run_id: str) -> None:
+        with cls._lock:
+            router = cls._routers.get(client.id)
+            if router is None:
+                return
+            router.sinks.pop(flow_run_id, None)
+            if router.sinks:
+                return
+            del cls._routers[client.id]
+            try:
+                client.unsubscribe_topic(REPORT_TOPIC)
+            except Exception:  # the scheduler may already be gone
+                pass
+
+    def route(self, event: tuple[float, dict[str, Any]]) -> None:
+        # Runs on the client's event loop: hand over and return.
+        msg = event[1]
+        sink = self.sinks.get(msg.get("fr")) if isinstance(msg, dict) else None
+        if sink is not None:
+            sink(msg)
+
+
 def bound_hosts(http_server: Any) -> list[str]:
     """The addresses a tornado HTTP server (a scheduler's dashboard) listens on."""
     hosts = []
@@ -208,9 +297,19 @@ class DaskTaskRunner(TaskRunner):
         Keyword arguments for :class:`distributed.Client`.
     adapt_kwargs : dict, optional
         If given, ``cluster.adapt(**adapt_kwargs)`` is called after start.
+    resources : dict, optional
+        Dask worker resources every task of the run requires, merged under each
+        task's own ``resources=``. A deployment's work queue is one:
+        ``{"queue-gpu": 0}`` sends every task to workers started with
+        ``--resources queue-gpu=1`` and uses none of their amount.
 
     Notes
     -----
+    Called inside a Dask task (no ``address``, no cluster options), the runner
+    uses the cluster it is on: it borrows the worker's client, secedes the
+    calling thread from the worker's pool while the flow runs and rejoins it
+    afterwards. It never starts a cluster inside a worker.
+
     When a worker dies, Dask reschedules the tasks it held. daskflow records an
     attempt that was seen *running* there as ``Crashed`` and counts Dask's rerun
     as the next attempt, which spends one of the task's retries if any is left.
@@ -235,6 +334,7 @@ class DaskTaskRunner(TaskRunner):
         cluster_kwargs: dict[str, Any] | None = None,
         client_kwargs: dict[str, Any] | None = None,
         adapt_kwargs: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
     ) -> None:
         if address is not None and not isinstance(address, str):
             raise InvalidOptionError(f"address must be a scheduler address string like 'tcp://127.0.0.1:8786', got {address!r}")
@@ -243,18 +343,25 @@ class DaskTaskRunner(TaskRunner):
                 "give either address= (connect to a running scheduler) or cluster_class=/cluster_kwargs= "
                 "(start a cluster), not both"
             )
-        for label, value in (("cluster_kwargs", cluster_kwargs), ("client_kwargs", client_kwargs), ("adapt_kwargs", adapt_kwargs)):
+        for label, value in (
+            ("cluster_kwargs", cluster_kwargs), ("client_kwargs", client_kwargs), ("adapt_kwargs", adapt_kwargs), ("resources", resources)
+        ):
             if value is not None and not isinstance(value, dict):
                 raise InvalidOptionError(f"{label} must be a dict, got {type(value).__name__}: {value!r}")
+        for resource, amount in (resources or {}).items():
+            if not isinstance(resource, str) or isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise InvalidOptionError(f"resources must map names to amounts of 0 or more, like {{'queue-gpu': 0}}; got {resource!r}: {amount!r}")
         self.address = address
         self.cluster_class = cluster_class
         self.cluster_kwargs = cluster_kwargs
         self.client_kwargs = client_kwargs
         self.adapt_kwargs = adapt_kwargs
+        self.resources = dict(resources) if resources else None
         self._client: Any = None
         self._cluster: Any = None
-        self._sinks: dict[str, ReportSink] = {}
-        self._lock = threading.Lock()
+        #: True when the client is a worker's own (a flow run inside a Dask task).
+        self._borrowed = False
+        self._seceded = False
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -263,6 +370,7 @@ class DaskTaskRunner(TaskRunner):
             "cluster_kwargs": self.cluster_kwargs,
             "client_kwargs": self.client_kwargs,
             "adapt_kwargs": self.adapt_kwargs,
+            "resources": self.resources,
         }
 
     @property
@@ -289,7 +397,16 @@ class DaskTaskRunner(TaskRunner):
         from distributed import Client
 
         client_kwargs = {"set_as_default": False, **(self.client_kwargs or {})}
-        if self.address is not None:
+        if self.address is None and self.cluster_class is None and not self.cluster_kwargs and in_worker_task():
+            from distributed import get_client
+
+            # Already on a cluster: use it (a LocalCluster cannot start inside a
+            # worker, whose process is a daemon). Seceding frees this thread's
+            # slot for the run's own tasks.
+            self._client = get_client()
+            self._borrowed = True
+            self._seceded = ensure_seceded()
+        elif self.address is not None:
             try:
                 self._client = Client(self.address, **client_kwargs)
             except OSError as exc:
@@ -306,7 +423,6 @@ class DaskTaskRunner(TaskRunner):
                 self._cluster.close()
                 self._cluster = None
                 raise
-        self._client.subscribe_topic(REPORT_TOPIC, self._route_report)
 
     def _start_cluster(self) -> Any:
         cls = self._cluster_class()
@@ -364,29 +480,25 @@ class DaskTaskRunner(TaskRunner):
     def shutdown(self) -> None:
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
+        if client is not None and self._borrowed:
+            self._borrowed = False
+            if self._seceded:
+                from distributed import rejoin
+
+                self._seceded = False
+                rejoin()  # the caller goes on computing in its task: take a slot again
+            return
         if client is not None:
-            try:
-                client.unsubscribe_topic(REPORT_TOPIC)
-            except Exception:  # the scheduler may already be gone
-                pass
             client.close()
         if cluster is not None:
             cluster.close()
 
     def subscribe(self, flow_run_id: str, sink: ReportSink) -> None:
-        with self._lock:
-            self._sinks[flow_run_id] = sink
+        _ReportRouter.add(self.client, flow_run_id, sink)
 
     def unsubscribe(self, flow_run_id: str) -> None:
-        with self._lock:
-            self._sinks.pop(flow_run_id, None)
-
-    def _route_report(self, event: tuple[float, dict[str, Any]]) -> None:
-        # Runs on the client's event loop: hand over and return.
-        msg = event[1]
-        sink = self._sinks.get(msg.get("fr")) if isinstance(msg, dict) else None
-        if sink is not None:
-            sink(msg)
+        if self._client is not None:
+            _ReportRouter.remove(self._client, flow_run_id)
 
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         blob = cloudpickle.dumps(fn)
@@ -403,6 +515,11 @@ class DaskTaskRunner(TaskRunner):
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         return bool(workers) and all(address.startswith("inproc://") for address in workers)
 
+    def _resources(self, call: AttemptCall) -> dict[str, float] | None:
+        if not self.resources:
+            return call.resources
+        return {**self.resources, **(call.resources or {})}
+
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         client = self.client
         if len(calls) == 1:
@@ -410,7 +527,7 @@ class DaskTaskRunner(TaskRunner):
             return [
                 client.submit(
                     run_on_worker, call.fn, call.spec, call.args, call.kwargs, *call.wait_for,
-                    key=call.key, resources=call.resources, pure=False,
+                    key=call.key, resources=self._resources(call), pure=False,
                 )
             ]
         # One message to the scheduler for the whole batch (Task.map).
@@ -421,7 +538,7 @@ class DaskTaskRunner(TaskRunner):
             [c.args for c in calls],
             [c.kwargs for c in calls],
             key=[c.key for c in calls],
-            resources=calls[0].resources,
+            resources=self._resources(calls[0]),
             pure=False,
             batch_size=None,
         ) if not any(c.wait_for for c in calls) else [self.submit([c])[0] for c in calls]

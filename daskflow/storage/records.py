@@ -373,8 +373,8 @@ def matches_filters(
 def _crashed_if_stale(record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any] | None:
     """A copy of a running ``record`` whose heartbeat is older than ``stale_after``,
     ended Crashed at its last heartbeat; ``None`` if it is final or alive."""
-    if run_ended(record):
-        return None
+    if run_ended(record) or record.get("state", {}).get("type") == "SCHEDULED":
+        return None  # final, or not started yet: no driver beats for it (the serve loop owns it)
     beat = record.get("heartbeat") or record.get("start_time") or 0
     if now - beat <= stale_after:
         return None

@@ -768,6 +768,18 @@ class Store:
                 self.url, "read",
             )
 
+    def signature(self, data: bytes) -> str | None:
+        """An HMAC-SHA256 of ``data`` with the signing key (``None`` without a key)."""
+        self._check_signing_key()
+        if self._signing_key is None:
+            return None
+        return hmac.new(self._signing_key, b"daskflow-bytes:" + data, hashlib.sha256).hexdigest()
+
+    def verify_signature(self, data: bytes, signature: str | None) -> bool:
+        """Whether ``signature`` is this store's signature of ``data`` (always True without a key)."""
+        expected = self.signature(data)
+        return expected is None or (isinstance(signature, str) and hmac.compare_digest(expected, signature))
+
     def _sign(self, manifest: Manifest) -> Manifest:
         self._check_signing_key()
         if self._signing_key is None:
