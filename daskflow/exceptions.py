@@ -18,6 +18,7 @@ Hierarchy::
     ├── CrashedError                           infrastructure failed: a worker died, ...
     ├── UpstreamFailedError                    a task did not run because an input failed
     ├── CancelledRun                           the run was cancelled
+    │   └── ConcurrencyLimitReached            a run met a full limit with ``cancel-new``
     ├── FailedRun                              a failed task whose exception could not be
     │                                          sent back from the worker
     ├── CacheKeyError (ValueError)             an input cannot be hashed deterministically
@@ -38,6 +39,7 @@ __all__ = [
     "CacheKeyError",
     "CacheKeyWarning",
     "CancelledRun",
+    "ConcurrencyLimitReached",
     "CorruptedResultError",
     "CrashedError",
     "DaskflowError",
@@ -133,6 +135,11 @@ class UpstreamFailedError(DaskflowError):
 
 class CancelledRun(DaskflowError):
     """The flow or task run was cancelled."""
+
+
+class ConcurrencyLimitReached(CancelledRun):
+    """A deployment's run found its concurrency limit taken, and its collision
+    strategy is ``cancel-new``: the run is Cancelled without starting."""
 
 
 class FailedRun(DaskflowError):

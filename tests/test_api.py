@@ -29,7 +29,7 @@ from daskflow.pipeline.retries import retry_delay
 def test_all_is_sorted_and_complete():
     assert daskflow.__all__ == sorted(daskflow.__all__)
     public = {name for name in vars(daskflow) if not name.startswith("_")}
-    modules = {"cli", "config", "exceptions", "masking", "pipeline", "runners", "status", "storage"}
+    modules = {"cli", "config", "deployments", "exceptions", "masking", "pipeline", "runners", "status", "storage"}
     assert public - modules == set(daskflow.__all__)
     assert daskflow.Task.__module__ == "daskflow"
 

@@ -1,4 +1,5 @@
-"""The ``daskflow`` command line: run flows, read run history, manage the cache.
+"""The ``daskflow`` command line: run flows, deploy and serve them on schedules,
+read run history, manage the cache.
 
 Conventions follow Dask's own CLI (click, ``-h``/``--help``, dashed option
 names). Exit codes: 0 when the thing asked for succeeded (a run completed),
@@ -53,9 +54,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import cache_cmd, config_cmd, run_cmd, runs_cmd, ui_cmd
+    from . import cache_cmd, config_cmd, deployments_cmd, run_cmd, runs_cmd, serve_cmd, ui_cmd
 
-    for module in (cache_cmd, config_cmd, run_cmd, runs_cmd, ui_cmd):
+    for module in (cache_cmd, config_cmd, deployments_cmd, run_cmd, runs_cmd, serve_cmd, ui_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 

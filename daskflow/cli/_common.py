@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +15,7 @@ from .._times import format_duration, format_time
 __all__ = [
     "CLIError",
     "address_option",
+    "cluster_client",
     "echo_json",
     "format_duration",
     "format_table",
@@ -88,6 +90,37 @@ def open_store(url: str | None) -> Any:
         return Store(url)
     except (InvalidOptionError, StorageError) as exc:
         raise CLIError(f"--storage {url!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def cluster_client(address: str | None) -> Iterator[Any]:
+    """A :class:`distributed.Client` of the scheduler at ``address``, or of a
+    LocalCluster on 127.0.0.1 started here (and closed on exit).
+
+    Raises
+    ------
+    CLIError
+        If the scheduler cannot be reached (exit code 1).
+    """
+    from distributed import Client, LocalCluster
+
+    from ..runners.dask import LOCAL_CLUSTER_DEFAULTS
+
+    if address is None:
+        with LocalCluster(**{**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"}) as cluster, Client(cluster, set_as_default=False) as client:
+            yield client
+        return
+    try:
+        client = Client(address, set_as_default=False, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise CLIError(
+            f"cannot connect to the Dask scheduler at {address!r} ({exc}); start one with `dask scheduler` or check --address",
+            EXIT_FAILED,
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def echo_json(value: Any) -> None:

@@ -164,9 +164,11 @@ class FlowRunEngine:
         log_level: int = logging.INFO,
         log_prints: bool = False,
         counters: Counter[str] | None = None,
+        tag_limits: dict[str, int] | None = None,
     ) -> None:
         """``counters`` numbers task runs per task name; a flow retry passes the
-        previous attempt's so names go on (``fit-7``, not ``fit-0`` again)."""
+        previous attempt's so names go on (``fit-7``, not ``fit-0`` again).
+        ``tag_limits`` are the concurrency limits of task tags (``daskflow limits``)."""
         self.flow_run = flow_run
         self.runner = runner
         self.storage = storage if storage is not None else RunStorage(persist_result=False)
@@ -183,6 +185,7 @@ class FlowRunEngine:
         self._by_key: dict[str, tuple[TaskNode, int]] = {}
         self._fn_refs: dict[int, Any] = {}
         self._counters: Counter[str] = counters if counters is not None else Counter()
+        self.tag_limits = tag_limits or {}
         self._outstanding = 0
         self._recheck: deque[TaskNode] = deque()
         self._abort: BaseException | None = None
@@ -442,6 +445,7 @@ class FlowRunEngine:
             log_prints=self.log_prints if task.log_prints is None else task.log_prints,
             log_level=self.log_level,
             result=self._result_spec(node),
+            limits=tuple((tag, self.tag_limits[tag]) for tag in task.tags if tag in self.tag_limits) if self.tag_limits else (),
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         return AttemptCall(

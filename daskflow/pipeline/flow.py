@@ -166,6 +166,68 @@ class Flow(Generic[P, R]):
         """Run as the flow run ``plan`` describes (made ahead by a deployment); the final state."""
         return _FlowRunner(self).run((), dict(parameters), plan)
 
+    def to_deployment(
+        self,
+        name: str | None = None,
+        *,
+        cron: str | Sequence[str] | None = None,
+        interval: Any = None,
+        rrule: str | Sequence[str] | None = None,
+        schedules: Sequence[Any] | None = None,
+        timezone: str | None = None,
+        anchor_date: Any = None,
+        parameters: dict[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        work_queue_name: str | None = None,
+        paused: bool = False,
+        concurrency_limit: int | dict[str, Any] | None = None,
+        collision_strategy: str | None = None,
+        catchup: str = "latest",
+        catchup_limit: int = 10,
+        entrypoint: str | None = None,
+    ) -> Any:
+        """A :class:`~daskflow.Deployment` of this flow, to register with :func:`daskflow.deploy`.
+
+        Prefect 3's names: ``cron``, ``interval`` (seconds or a timedelta) and
+        ``rrule`` each take one value or a list, ``schedules`` more; ``timezone``
+        applies to them (``anchor_date`` to intervals). The flow must be defined at
+        the top level of a file: that file (or the package it is in) is what
+        workers run, from a snapshot stored at registration. See
+        :class:`~daskflow.Deployment` for the other options.
+
+        Examples
+        --------
+        >>> retrain.to_deployment("monthly-retrain", cron="0 3 1 * *", timezone="Europe/Berlin")  # doctest: +SKIP
+        """
+        # Deployments sit above the pipeline layer: imported when asked for, so
+        # running a flow never loads them.
+        from ..deployments.deployment import Deployment, schedules_from_options
+
+        owner = f"deployment {name or self.name!r}"
+        made = schedules_from_options(
+            owner, cron=cron, interval=interval, rrule=rrule, schedules=schedules, timezone=timezone, anchor_date=anchor_date
+        )
+        return Deployment(
+            name=name or self.name, entrypoint=entrypoint, flow=self, parameters=parameters, tags=tags, description=description,
+            version=version, schedules=made, work_queue_name=work_queue_name, paused=paused, concurrency_limit=concurrency_limit,
+            collision_strategy=collision_strategy, catchup=catchup, catchup_limit=catchup_limit,
+        )
+
+    def serve(self, name: str | None = None, *, storage: Any = None, address: str | None = None, **options: Any) -> None:
+        """Register a deployment of this flow and run the serve loop here until stopped.
+
+        ``options`` are those of :meth:`to_deployment` (``cron=``, ``interval=``,
+        ``parameters=``, ...). Runs go to the Dask scheduler at ``address``, or to
+        a LocalCluster started for the loop; results and history go to
+        ``storage``. Ctrl-C or SIGTERM stops the loop (runs already on the
+        cluster go on).
+        """
+        from ..deployments.serve import serve
+
+        serve(self.to_deployment(name, **options), storage=storage, address=address)
+
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 
@@ -181,12 +243,15 @@ class _FlowRunner:
         self.parent = None if TASK_RUN_CONTEXT.get() is not None else parent
         self.recorder: RunRecorder | None = None
         self.engine: FlowRunEngine | None = None
+        self.tag_limits: dict[str, int] = {}
+        self.plan: RunPlan | None = None
         self._unwatch: list[Callable[[], None]] = []
 
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any], plan: RunPlan | None = None) -> State:
         flow = self.flow
         configure_console_logging(dask.config.get("daskflow.logging.console"))
         self.log_level = config.log_level()  # a bad setting fails here, before anything runs
+        self.plan = plan
         run_id = plan.id if plan is not None else uuid.uuid4().hex
         flow_run = FlowRun(
             id=run_id,
@@ -245,6 +310,7 @@ class _FlowRunner:
             except InvalidOptionError as exc:
                 logger.error("Flow run %r - %s", flow_run.name, exc)
                 return self._finish(flow_run, Failed(str(exc), data=exc))
+            self.tag_limits = self._read_tag_limits(flow_run, runner)
             logger.info("Flow run %r - beginning flow %r on %s", flow_run.name, flow.name, runner.name)
             flow_run.dashboard_link = runner.dashboard_link
             if owns_runner and runner.dashboard_link:
@@ -264,6 +330,22 @@ class _FlowRunner:
             if owns_runner:
                 runner.shutdown()
 
+    def _read_tag_limits(self, flow_run: FlowRun, runner: TaskRunner) -> dict[str, int]:
+        """The task-tag concurrency limits of the run's store (``daskflow limits``);
+        they are held as leases on a Dask cluster, so only Dask runs read them."""
+        from ..runners.dask import DaskTaskRunner
+        from ..storage.limits import Limits
+
+        if self.parent is not None:
+            return self.parent.engine.tag_limits
+        if not isinstance(runner, DaskTaskRunner) or self.storage.persist_result is False:
+            return {}
+        try:
+            return Limits(self.storage.store()).all("tag")
+        except (StorageError, InvalidOptionError) as exc:
+            logger.warning("Flow run %r - cannot read the task concurrency limits, running without them: %s", flow_run.name, exc)
+            return {}
+
     def _watch(self, flow_run: FlowRun, runner: TaskRunner) -> None:
         for watcher in list(RUN_WATCHERS):
             try:
@@ -279,7 +361,7 @@ class _FlowRunner:
         if not history_enabled():
             return None
         try:
-            store = self.storage.store()
+            store = self.plan.history_store if self.plan is not None and self.plan.history_store is not None else self.storage.store()
         except (StorageError, InvalidOptionError) as exc:
             # Results are not persisted (or the probe would have failed the run):
             # the run goes on, unrecorded.
@@ -323,7 +405,8 @@ class _FlowRunner:
     def _attempt(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any], counters: Counter[str]) -> State:
         flow = self.flow
         engine = FlowRunEngine(
-            flow_run, runner, self.storage, log_level=self.log_level, log_prints=flow.log_prints, counters=counters
+            flow_run, runner, self.storage, log_level=self.log_level, log_prints=flow.log_prints, counters=counters,
+            tag_limits=self.tag_limits,
         )
         engine.start()
         self.engine = engine

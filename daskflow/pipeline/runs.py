@@ -57,6 +57,9 @@ class RunPlan:
     deployment_name: str | None = None
     scheduled_time: float | None = None
     work_queue: str | None = None
+    #: Where the run's history goes (the deployment's store), whatever the flow's
+    #: own result storage: the run's earlier records are there.
+    history_store: Any = None
 
 
 def _record_state(run: FlowRun | TaskRun, state: State) -> None:

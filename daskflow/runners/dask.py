@@ -17,16 +17,17 @@ one-thread worker never deadlocks on a flow waiting for its own tasks.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cloudpickle
 
-from ..exceptions import InvalidOptionError, RunnerError
+from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, RunnerError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import (
     AttemptError,
@@ -37,7 +38,7 @@ from .execute import (
     load_stored,
 )
 
-__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "ensure_seceded", "in_worker_task"]
+__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "ensure_seceded", "hold_slots", "in_worker_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     key = getattr(thread_state, "key", None)
     publish = _Publisher(worker)
     try:
-        value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
+        with hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext():
+            value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
     except (AttemptError, InputLoadError) as exc:
         publish.finish()  # the report travels inside the error
         report = getattr(exc, "report", None)
@@ -203,6 +205,78 @@ def ensure_seceded() -> bool:
     secede()
     thread_state.daskflow_seceded = key
     return True
+
+
+#: Semaphores this process has used, by name (registering one is a scheduler round trip).
+_semaphores: dict[str, Any] = {}
+_semaphores_lock = threading.Lock()
+
+
+def _semaphore(kind: str, name: str, limit: int) -> Any:
+    from distributed import Semaphore
+
+    # The limit is part of the name: every holder of one name must agree on
+    # max_leases, so a changed limit is a new semaphore (the old one's holders
+    # finish under the old limit).
+    full = f"daskflow-{kind}-{name}-{limit}"
+    with _semaphores_lock:
+        semaphore = _semaphores.get(full)
+        if semaphore is None:
+            semaphore = _semaphores[full] = Semaphore(max_leases=limit, name=full)
+        return semaphore
+
+
+@contextlib.contextmanager
+def hold_slots(
+    limits: Sequence[tuple[str, str, int]],
+    *,
+    wait: bool = True,
+    rejoin_after_wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[bool]:
+    """Hold one lease of each ``(kind, name, limit)`` concurrency limit while the block runs.
+
+    Leases are ``distributed.Semaphore`` leases on the scheduler, shared by every
+    run on the cluster; one whose holder dies expires after
+    ``distributed.scheduler.locks.lease-timeout``. Leases are taken in a fixed
+    order, so two tasks with the same tags never wait for each other. A task
+    that has to wait secedes from the worker's pool while it waits (its slot
+    runs other work) and, with ``rejoin_after_wait``, takes a slot again before
+    the block runs. ``on_wait`` is told which limit it waits for. Yields whether
+    it had to wait.
+
+    Raises
+    ------
+    ConcurrencyLimitReached
+        With ``wait=False``, when a limit has no free lease (none is held then).
+    """
+    held: list[Any] = []
+    waited = False
+    try:
+        for kind, name, limit in sorted(limits):
+            semaphore = _semaphore(kind, name, limit)
+            if not semaphore.acquire(timeout=0):
+                if not wait:
+                    raise ConcurrencyLimitReached(f"the concurrency limit of {kind} {name!r} ({limit} at once) is reached")
+                if on_wait is not None:
+                    on_wait(f"{kind} {name!r} (limit {limit})")
+                seceded = ensure_seceded()
+                waited = True
+                semaphore.acquire()
+                if seceded and rejoin_after_wait:
+                    from distributed import rejoin
+                    from distributed.worker import thread_state
+
+                    rejoin()
+                    thread_state.daskflow_seceded = None
+            held.append(semaphore)
+        yield waited
+    finally:
+        for semaphore in reversed(held):
+            try:
+                semaphore.release()
+            except Exception:  # an expired lease (the scheduler gave it away) cannot be released twice
+                logger.debug("releasing %s failed", semaphore.name, exc_info=True)
 
 
 class _ReportRouter:

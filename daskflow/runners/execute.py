@@ -169,6 +169,8 @@ class AttemptSpec(NamedTuple):
     log_prints: bool = False
     log_level: int = logging.INFO
     result: ResultSpec | None = None
+    #: ``(tag, limit)`` of each of the task's tags with a concurrency limit.
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).

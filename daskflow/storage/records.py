@@ -7,6 +7,8 @@ Layout under the store root::
     runs/<folder>/logs-000001.jsonl     log lines since the last flush
     runs/<folder>/artifacts-000001.jsonl
     runs/<folder>/cancel.json           a cancel request (``daskflow cancel``)
+    runs/<folder>/request.json          a scheduled run: what its flow-run task needs
+    runs/<folder>/late.json             a scheduled run the serve loop found Late
     active/<folder>                     present while the run's driver is alive
 
 ``<folder>`` is ``<UTC start time>-<run id>``, so a listing of ``runs/`` is in
@@ -44,12 +46,14 @@ from .store import Store
 __all__ = [
     "FINAL_STATE_TYPES",
     "FORMAT",
+    "LATE",
     "History",
     "RunEntry",
     "RunWriter",
     "matches_filters",
     "run_ended",
     "run_folder",
+    "with_late_mark",
 ]
 
 #: Bumped when the record layout changes incompatibly.
@@ -59,6 +63,10 @@ ACTIVE = "active"
 #: State types after which a run never changes again.
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 KINDS = ("tasks", "logs", "artifacts")
+#: The serve loop's mark on a scheduled run that did not start in time. A file of
+#: its own, not a rewrite of ``run.json``: once a run starts, its driver alone
+#: writes ``run.json``, and a mark racing the start must not overwrite it.
+LATE = "late.json"
 
 _FOLDER_RE = re.compile(r"^(\d{8}T\d{6}\d{3}Z)-([0-9a-f]{32})$")
 _SEGMENT_RE = re.compile(r"^(tasks|logs|artifacts)-(\d{6,})\.jsonl$")
@@ -95,12 +103,14 @@ def _parse_jsonl(data: bytes) -> Iterator[dict[str, Any]]:
 class RunWriter:
     """Writes one flow run's history (used by the driver's recorder thread only)."""
 
-    def __init__(self, store: Store, run_id: str, started: float) -> None:
+    def __init__(self, store: Store, run_id: str, started: float, *, active: bool = False) -> None:
+        """``active``: the run is listed under ``active/`` already (a scheduled run
+        created ahead), so a final record removes it from there."""
         self.store = store
         self.folder = run_folder(run_id, started)
         self.prefix = f"{RUNS}/{self.folder}"
         self._segments = dict.fromkeys(KINDS, 0)
-        self._active = False
+        self._active = active
 
     @property
     def url(self) -> str:
@@ -117,6 +127,46 @@ class RunWriter:
         elif final and self._active:
             self.store.delete(f"{ACTIVE}/{self.folder}")
             self._active = False
+
+    def create_run(self, record: dict[str, Any]) -> bool:
+        """Write the first ``run.json`` of a run created before it starts (a
+        scheduled run), listed under ``active/`` first so no reader misses it.
+
+        Create-only: False if the run exists already (another serve loop made it,
+        or it started and wrote its own record).
+        """
+        self.store.put(f"{ACTIVE}/{self.folder}", b"")
+        self._active = True
+        try:
+            self.store.put(f"{self.prefix}/run.json", _dumps(record), create_only=True)
+        except FileExistsError:
+            return False
+        return True
+
+    def read_run(self) -> dict[str, Any] | None:
+        """The current ``run.json`` as written (no staleness rule applied)."""
+        try:
+            return json.loads(self.store.get(f"{self.prefix}/run.json"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None
+
+    def put_extra(self, name: str, value: Any, *, create_only: bool = False) -> bool:
+        """Write ``<run folder>/<name>`` as JSON (a scheduled run's request or
+        late mark); with ``create_only``, False if it exists."""
+        try:
+            self.store.put(f"{self.prefix}/{name}", _dumps(value), create_only=create_only)
+        except FileExistsError:
+            return False
+        return True
+
+    def get_extra(self, name: str) -> Any:
+        """The JSON at ``<run folder>/<name>``, or ``None``."""
+        try:
+            return json.loads(self.store.get(f"{self.prefix}/{name}"))
+        except (FileNotFoundError, ValueError):
+            return None
 
     def append(self, kind: str, rows: list[dict[str, Any]]) -> None:
         """Write ``rows`` as the next segment of ``kind`` (nothing for no rows)."""
@@ -283,6 +333,13 @@ class History:
                 continue
             record["folder"] = entry.folder
             out.append(self._shown(record, now))
+        waiting = [i for i, r in enumerate(out) if r is not None and r.get("state", {}).get("name") == "Scheduled"]
+        if waiting:
+            marks = self.store.get_many([f"{RUNS}/{entries[i].folder}/{LATE}" for i in waiting])
+            for i in waiting:
+                data = marks.get(f"{RUNS}/{entries[i].folder}/{LATE}")
+                if data is not None:
+                    out[i] = with_late_mark(out[i], data)  # type: ignore[arg-type]
         return out
 
     def _shown(self, record: dict[str, Any], now: float) -> dict[str, Any]:
@@ -367,7 +424,18 @@ def matches_filters(
             return False
     if tag and tag not in record.get("tags", ()):
         return False
-    return since is None or (record.get("start_time") or 0) >= since
+    # A run not started yet (Scheduled) counts from when it was created.
+    return since is None or (record.get("start_time") or record.get("created") or 0) >= since
+
+
+def with_late_mark(record: dict[str, Any], mark: bytes | dict[str, Any]) -> dict[str, Any]:
+    """A Scheduled run's record shown Late, as its ``late.json`` mark says."""
+    try:
+        late = json.loads(mark) if isinstance(mark, bytes) else dict(mark)
+    except ValueError:
+        return record
+    state = {"type": "SCHEDULED", "name": "Late", "timestamp": late.get("timestamp"), "message": late.get("message", "")}
+    return dict(record, state=state, state_history=[*record.get("state_history", []), state])
 
 
 def _crashed_if_stale(record: dict[str, Any], now: float, stale_after: float) -> dict[str, Any] | None:
