@@ -165,7 +165,7 @@ def deployments_ls(storage: str | None, as_json: bool) -> None:
             "yes" if r.get("paused") else "", format_time(nxt[0]) if nxt else "-",
             f"{run['state']['name']} {format_time(run.get('start_time') or run.get('created'))}" if run else "-",
         ])
-    click.echo(format_table(["NAME", "FLOW", "SCHEDULES", "QUEUE", "PAUSED", "NEXT RUN", "LAST RUN"], rows, max_width=50))
+    click.echo(format_table(["NAME", "FLOW", "SCHEDULES", "QUEUE", "PAUSED", "NEXT RUN", "LAST RUN"], rows, max_width=100))
 
 
 def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..exceptions import FlowImportError, InvalidDeploymentError, InvalidOptionError, ParameterValidationError
+from ..exceptions import FlowImportError, InvalidDeploymentError, InvalidOptionError, InvalidScheduleError, ParameterValidationError
 from ..masking import secrets_in
 from ..storage.store import Store, resolve_store
 from .registry import Registry, check_deployment_name, deployment_id
@@ -272,7 +272,10 @@ def load_project(path: str | os.PathLike[str] = "daskflow.yaml") -> tuple[str | 
     except FileNotFoundError:
         raise InvalidDeploymentError(f"{path} does not exist; write one (see docs/deployments.md) or pass --file PATH") from None
     except yaml.YAMLError as exc:
-        raise InvalidDeploymentError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InvalidDeploymentError(f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise InvalidDeploymentError(f"{path} must be a mapping with a 'deployments:' list, got {type(data).__name__}")
     unknown = set(data) - {"storage", "deployments"}
@@ -322,7 +325,8 @@ def _from_yaml(path: str, base: str, index: int, entry: Any) -> Deployment:
     try:
         deployment = Deployment(entrypoint=entrypoint, schedules=schedules, **options)
     except InvalidOptionError as exc:
-        raise InvalidDeploymentError(f"{path}: {exc}") from None
+        error = type(exc) if isinstance(exc, InvalidDeploymentError | InvalidScheduleError) else InvalidDeploymentError
+        raise error(f"{path}: {exc}") from None
     deployment.root = base  # its entrypoint is relative to the file, not to where `daskflow deploy` runs
     return deployment
 

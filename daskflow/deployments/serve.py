@@ -165,9 +165,9 @@ class Serve:
         Serve only deployments of these work queues.
     clock : Clock, optional
         Where time comes from (a :class:`ManualClock` in tests).
-    notifier : WebhookNotifier, optional
+    notifier : WebhookNotifier or False, optional
         Told of Failed, Crashed and Late runs. Default: config
-        ``daskflow.notifications``.
+        ``daskflow.notifications``; ``False`` for none.
     """
 
     def __init__(
@@ -188,7 +188,8 @@ class Serve:
         self.names = set(names) if names else None
         self.queues = set(queues) if queues else None
         self.clock = clock or Clock()
-        self.notifier = notifier if notifier is not None else notifier_from_config()
+        # ``notifier=False``: none, whatever the config says.
+        self.notifier = notifier_from_config() if notifier is None else (notifier or None)
         self.refresh_every = _seconds("refresh", 10.0)
         self.late_after = _seconds("late-after", 30.0)
         self.catchup_after = _seconds("catchup-after", 60.0)

@@ -86,7 +86,7 @@ class Flow(Generic[P, R]):
 
     _OPTIONS = (
         "name", "description", "version", "tags", "task_runner", "retries", "retry_delay_seconds",
-        "timeout_seconds", "validate_parameters", "log_prints", "on_completion", "on_failure",
+        "timeout_seconds", "validate_parameters", "log_prints", "on_completion", "on_failure", "on_crashed", "on_cancellation",
         "result_storage", "persist_result", "result_serializer", "refresh_cache",
     )
 
@@ -109,6 +109,8 @@ class Flow(Generic[P, R]):
         persist_result: bool | None = None,
         result_serializer: str | None = None,
         refresh_cache: bool | None = None,
+        on_crashed: Hook | Sequence[Hook] | None = None,
+        on_cancellation: Hook | Sequence[Hook] | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidOptionError(f"@flow decorates a function, got {fn!r}")
@@ -134,6 +136,8 @@ class Flow(Generic[P, R]):
         self.log_prints = log_prints
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
+        self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
         self.result_storage = check_result_storage(owner, result_storage)
         self.persist_result = check_optional_bool(owner, "persist_result", persist_result)
         self.result_serializer = check_serializer(owner, result_serializer)
@@ -205,12 +209,13 @@ class Flow(Generic[P, R]):
         # running a flow never loads them.
         from ..deployments.deployment import Deployment, schedules_from_options
 
-        owner = f"deployment {name or self.name!r}"
+        name = self.name if name is None else name
+        owner = f"deployment {name!r}"
         made = schedules_from_options(
             owner, cron=cron, interval=interval, rrule=rrule, schedules=schedules, timezone=timezone, anchor_date=anchor_date
         )
         return Deployment(
-            name=name or self.name, entrypoint=entrypoint, flow=self, parameters=parameters, tags=tags, description=description,
+            name=name, entrypoint=entrypoint, flow=self, parameters=parameters, tags=tags, description=description,
             version=version, schedules=made, work_queue_name=work_queue_name, paused=paused, concurrency_limit=concurrency_limit,
             collision_strategy=collision_strategy, catchup=catchup, catchup_limit=catchup_limit,
         )
@@ -519,6 +524,10 @@ class _FlowRunner:
         log = logger.info if state.is_completed() else logger.error
         log("Flow run %r - finished in state %s%s", flow_run.name, state, f" (task runs: {counts})" if counts else "")
         hooks = self.flow.on_completion if state.is_completed() else self.flow.on_failure if state.is_unsuccessful() else ()
+        if state.is_crashed():
+            hooks = (*hooks, *self.flow.on_crashed)
+        elif state.is_cancelled():
+            hooks = self.flow.on_cancellation
         for hook in hooks:
             try:
                 hook(self.flow, flow_run, state)
@@ -550,6 +559,8 @@ def flow(
     persist_result: bool | None = None,
     result_serializer: str | None = None,
     refresh_cache: bool | None = None,
+    on_crashed: Hook | Sequence[Hook] | None = None,
+    on_cancellation: Hook | Sequence[Hook] | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -571,8 +582,11 @@ def flow(__fn: Any = None, **options: Any) -> Any:
         Check and coerce parameters from type hints with pydantic (default True).
     log_prints : bool
         Send ``print`` output of the body and its tasks to the run log.
-    on_completion, on_failure : callable or list of callables
-        ``hook(flow, flow_run, state)``, called once the run is final.
+    on_completion, on_failure, on_crashed, on_cancellation : callable or list of callables
+        ``hook(flow, flow_run, state)``, called once the run is final:
+        ``on_completion`` when it completed, ``on_failure`` when it Failed,
+        Crashed or TimedOut, ``on_crashed`` (after ``on_failure``) when it
+        Crashed, ``on_cancellation`` when it was Cancelled.
     result_storage : str or Store, optional
         Default store of the run's tasks: a folder, ``s3://bucket/prefix``, or a
         :class:`Store`. Else config ``daskflow.storage.url``, else ``./.daskflow``.

@@ -29,7 +29,7 @@ class ParameterModel:
         self.flow_name = flow_name
         self.signature = inspect.signature(fn)
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints (Field(gt=0))
         except Exception:  # unresolvable forward references: validate what we can
             hints = {}
         fields: dict[str, Any] = {}
