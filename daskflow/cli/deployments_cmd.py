@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from ..deployments.deployment import next_slots, record_schedules
 from ._common import (
     EXIT_FAILED,
     CLIError,
@@ -22,7 +23,7 @@ from ._common import (
     storage_option,
 )
 
-__all__ = ["COMMANDS", "upcoming", "watch_run"]
+__all__ = ["COMMANDS", "watch_run"]
 
 
 def _registry(storage: str | None) -> Any:
@@ -40,28 +41,6 @@ def _get(registry: Any, name: str) -> dict[str, Any]:
         raise CLIError(str(exc)) from None
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
-
-
-def _schedules(record: dict[str, Any]) -> list[Any]:
-    from ..deployments.schedules import schedule_from_dict
-
-    return [schedule_from_dict({k: v for k, v in s.items() if k != "id"}) for s in record.get("schedules", [])]
-
-
-def upcoming(record: dict[str, Any], after: float, until: float | None = None, count: int = 3) -> list[float]:
-    """The next slots of a deployment over all its schedules (none while paused)."""
-    if record.get("paused"):
-        return []
-    start = datetime.datetime.fromtimestamp(after, tz=datetime.timezone.utc)
-    out: set[float] = set()
-    for schedule in _schedules(record):
-        if until is None:
-            out.update(s.timestamp() for s in schedule.upcoming(count, start))
-        else:
-            end = datetime.datetime.fromtimestamp(until, tz=datetime.timezone.utc)
-            out.update(s.timestamp() for s in schedule.slots_between(start, end, limit=10_000))
-    slots = sorted(out)
-    return slots if until is not None else slots[:count]
 
 
 def _last_runs(storage_store: Any, limit: int = 500) -> dict[str, dict[str, Any]]:
@@ -122,7 +101,7 @@ def deploy_command(names: tuple[str, ...], deploy_all: bool, path: str, storage:
         return
     now = time.time()
     for record in records:
-        nxt = upcoming(record, now, count=1)
+        nxt = next_slots(record, now, count=1)
         when = f"next run {format_time(nxt[0])}" if nxt else "paused" if record["paused"] else "no schedule (run it with daskflow deployments run)"
         click.echo(f"registered {record['name']!r} ({record['entrypoint']}, version {record['version']}): {when}")
     click.echo(f"serve them with: daskflow serve --storage {store.url}")
@@ -150,7 +129,7 @@ def deployments_ls(storage: str | None, as_json: bool) -> None:
     now = time.time()
     if as_json:
         echo_json([
-            {**r, "next_runs": upcoming(r, now), "last_run": _brief(last.get(r["id"]))} for r in records
+            {**r, "next_runs": next_slots(r, now), "last_run": _brief(last.get(r["id"]))} for r in records
         ])
         return
     if not records:
@@ -158,10 +137,10 @@ def deployments_ls(storage: str | None, as_json: bool) -> None:
         return
     rows = []
     for r in records:
-        nxt = upcoming(r, now, count=1)
+        nxt = next_slots(r, now, count=1)
         run = last.get(r["id"])
         rows.append([
-            r["name"], r["flow_name"], "; ".join(s.describe() for s in _schedules(r)) or "-", r.get("work_queue_name"),
+            r["name"], r["flow_name"], "; ".join(s.describe() for s in record_schedules(r)) or "-", r.get("work_queue_name"),
             "yes" if r.get("paused") else "", format_time(nxt[0]) if nxt else "-",
             f"{run['state']['name']} {format_time(run.get('start_time') or run.get('created'))}" if run else "-",
         ])
@@ -183,7 +162,7 @@ def deployments_inspect(name: str, storage: str | None, as_json: bool) -> None:
     registry = _registry(storage)
     record = _get(registry, name)
     now = time.time()
-    nxt = upcoming(record, now, count=5)
+    nxt = next_slots(record, now, count=5)
     if as_json:
         echo_json({**record, "next_runs": nxt})
         return
@@ -204,7 +183,7 @@ def deployments_inspect(name: str, storage: str | None, as_json: bool) -> None:
         ("registered", format_time(record.get("created"))),
         ("updated", format_time(record.get("updated"))),
     ]
-    for i, schedule in enumerate(_schedules(record)):
+    for i, schedule in enumerate(record_schedules(record)):
         rows.append((f"schedule {i + 1}", f"{schedule.describe()} [{schedule.id}]"))
     rows.append(("next runs", ", ".join(format_time(t) for t in nxt) or "-"))
     width = max(len(k) for k, _ in rows)
@@ -386,7 +365,7 @@ def backfill(name: str, start: str, end: str, max_runs: int, address: str | None
 
     registry = _registry(storage)
     record = _get(registry, name)
-    schedules = _schedules(record)
+    schedules = record_schedules(record)
     if not schedules:
         raise CLIError(f"deployment {name!r} has no schedule to backfill; run it with `daskflow deployments run {name}`")
     slots: list[tuple[Any, datetime.datetime]] = []

@@ -106,10 +106,10 @@ def _workers_by_queue(address: str | None) -> dict[str, list[str]] | None:
 @json_option
 def queues_ls(address: str | None, storage: str | None, as_json: bool) -> None:
     """List work queues: their workers (with --address), deployments, waiting runs and next run."""
+    from ..deployments.deployment import next_slots
     from ..deployments.registry import Registry
     from ..exceptions import StorageError
     from ..storage.limits import Limits
-    from .deployments_cmd import upcoming
 
     store = open_store(storage)
     try:
@@ -125,7 +125,7 @@ def queues_ls(address: str | None, storage: str | None, as_json: bool) -> None:
     for queue in names:
         deployments = [r for r in records if r.get("work_queue_name", "default") == queue]
         runs = [r for r in waiting if r.get("work_queue") == queue]
-        nxt = min((t for r in deployments for t in upcoming(r, now, count=1)), default=None)
+        nxt = min((t for r in deployments for t in next_slots(r, now, count=1)), default=None)
         rows.append({
             "queue": queue,
             "workers": None if workers is None else workers.get(queue, []),
@@ -160,9 +160,9 @@ def queues_ls(address: str | None, storage: str | None, as_json: bool) -> None:
 @json_option
 def queues_preview(queue: str, hours: float, storage: str | None, as_json: bool) -> None:
     """The runs QUEUE will get in the next --hours: waiting ones, then upcoming slots."""
+    from ..deployments.deployment import next_slots
     from ..deployments.registry import Registry
     from ..exceptions import StorageError
-    from .deployments_cmd import upcoming
 
     store = open_store(storage)
     try:
@@ -177,7 +177,7 @@ def queues_preview(queue: str, hours: float, storage: str | None, as_json: bool)
         for r in waiting
     ]
     for record in records:
-        for slot in upcoming(record, now, until=until):
+        for slot in next_slots(record, now, until=until):
             rows.append({"time": slot, "deployment": record["name"], "state": "upcoming", "run": None})
     rows.sort(key=lambda r: r["time"] or 0)
     if as_json:

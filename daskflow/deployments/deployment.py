@@ -36,6 +36,8 @@ __all__ = [
     "check_parameters",
     "deploy",
     "load_project",
+    "next_slots",
+    "record_schedules",
     "schedules_from_options",
 ]
 
@@ -249,6 +251,30 @@ def deploy(*deployments: Deployment, storage: Store | str | None = None) -> list
         publish_snapshot(store, ref, data)
         registry.put(record)
     return [record for record, _, _ in prepared]
+
+
+def record_schedules(record: Mapping[str, Any]) -> list[Schedule]:
+    """The schedules of a stored deployment record."""
+    return [schedule_from_dict({k: v for k, v in s.items() if k != "id"}) for s in record.get("schedules", [])]
+
+
+def next_slots(record: Mapping[str, Any], after: float, until: float | None = None, count: int = 3) -> list[float]:
+    """The next slots of a stored deployment over all its schedules, as timestamps
+    (none while it is paused): the next ``count``, or all up to ``until``."""
+    from datetime import datetime, timezone
+
+    if record.get("paused"):
+        return []
+    start = datetime.fromtimestamp(after, tz=timezone.utc)
+    out: set[float] = set()
+    for schedule in record_schedules(record):
+        if until is None:
+            out.update(s.timestamp() for s in schedule.upcoming(count, start))
+        else:
+            end = datetime.fromtimestamp(until, tz=timezone.utc)
+            out.update(s.timestamp() for s in schedule.slots_between(start, end, limit=10_000))
+    slots = sorted(out)
+    return slots if until is not None else slots[:count]
 
 
 # -------------------------------------------------------------- daskflow.yaml
