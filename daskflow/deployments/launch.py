@@ -3,8 +3,9 @@
 Who writes what, in order:
 
 1. Whoever creates the run (the serve loop for a slot, ``deployments run``,
-   ``backfill``) writes ``request.json`` (what the run needs) and the run's first
-   record, ``Scheduled``, create-only (:func:`create_run`), then submits the
+   ``backfill``) writes the run's first record, ``Scheduled``, create-only,
+   holding the run's request (what its flow-run task needs, so a serve loop
+   that starts later can submit it again) (:func:`create_run`), then submits the
    flow-run task (:func:`submit_run`) with a Dask key made from the run id: a
    second submit of the same run joins the first instead of running it twice.
 2. The flow-run task (:func:`run_scheduled_flow`) runs on a worker of the
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import ConcurrencyLimitReached
@@ -44,16 +45,16 @@ __all__ = [
     "mark_late",
     "new_request",
     "queue_resource",
-    "read_request",
+    "request_of",
     "run_scheduled_flow",
     "submit_run",
+    "submit_runs",
 ]
 
 logger = logging.getLogger("daskflow.deployments")
 
 #: The event topic flow-run tasks announce their start on (the serve loop listens).
 DEPLOY_TOPIC = "daskflow-deployments"
-REQUEST = "request.json"
 
 
 def queue_resource(queue: str) -> str:
@@ -109,7 +110,9 @@ class RunRequest:
         return None if self.queue == DEFAULT_QUEUE else {queue_resource(self.queue): 0}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: the deployment record is JSON already (asdict would deep-copy it,
+        # which is most of the cost of firing a thousand slots at once).
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRequest:
@@ -185,30 +188,31 @@ def _record(request: RunRequest, store: Store, states: list[State], final: bool 
 
 
 def create_run(store: Store, request: RunRequest, message: str = "") -> bool:
-    """Write a new scheduled run: its request, then its ``Scheduled`` record.
+    """Write a new scheduled run's ``Scheduled`` record (holding its request).
 
     Returns False if the run exists already (made by another serve loop taking
     over the same slot); nothing is overwritten then.
     """
     writer = RunWriter(store, request.run_id, request.created)
-    writer.put_extra(REQUEST, request.to_json())
     state = Scheduled(message, timestamp=request.created, scheduled_time=request.scheduled_time)
-    return writer.create_run(_record(request, store, [state]))
+    return writer.create_run(_scheduled_record(request, store, [state]))
 
 
-def read_request(store: Store, folder: str) -> RunRequest | None:
-    """The request of the scheduled run in ``runs/<folder>``, if it has one."""
-    from ..storage.records import RUNS
+def _scheduled_record(request: RunRequest, store: Store, states: list[State]) -> dict[str, Any]:
+    # A run that has not started carries its request: whoever finds it
+    # Scheduled later (a restarted serve loop) can submit it again. Its flow's
+    # own records, once it starts, replace this one.
+    return {**_record(request, store, states), "request": request.to_json()}
 
-    try:
-        data = store.get(f"{RUNS}/{folder}/{REQUEST}")
-    except FileNotFoundError:
+
+def request_of(record: dict[str, Any]) -> RunRequest | None:
+    """The request a Scheduled run's record holds (``None`` once it has started)."""
+    data = record.get("request")
+    if not isinstance(data, dict):
         return None
-    import json
-
     try:
-        return RunRequest.from_json(json.loads(data))
-    except (ValueError, KeyError, TypeError):
+        return RunRequest.from_json(data)
+    except (KeyError, TypeError):
         return None
 
 
@@ -248,13 +252,28 @@ def submit_run(client: Any, store: Store, request: RunRequest) -> Any:
     The task is ``fire_and_forget``: it runs to its end even if the submitter
     (a serve loop, the CLI) goes away. Returns the future.
     """
+    return submit_runs(client, store, [request])[0]
+
+
+def submit_runs(client: Any, store: Store, requests: list[RunRequest]) -> list[Any]:
+    """:func:`submit_run` for many runs: one scheduler message per work queue, not
+    one per run (a thousand slots of one minute reach the cluster at once)."""
     from distributed import fire_and_forget
 
-    future = client.submit(
-        run_scheduled_flow, store, request, key=request.key, resources=request.resources, pure=False, priority=10,
-    )
-    fire_and_forget(future)
-    return future
+    by_queue: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+        by_queue.setdefault(request.queue, []).append(i)
+    futures: list[Any] = [None] * len(requests)
+    for indices in by_queue.values():
+        batch = [requests[i] for i in indices]
+        submitted = client.map(
+            run_scheduled_flow, [store] * len(batch), batch, key=[r.key for r in batch], resources=batch[0].resources,
+            pure=False, priority=10, batch_size=None,
+        )
+        for i, future in zip(indices, submitted):
+            futures[i] = future
+    fire_and_forget(futures)
+    return futures
 
 
 # ------------------------------------------------------------- on the worker
@@ -314,7 +333,7 @@ def run_scheduled_flow(store: Store, request: RunRequest) -> dict[str, Any]:
     def waiting(what: str) -> None:
         states = _prior_states(writer, current)
         states.append(Scheduled(f"waiting for a free slot of the concurrency limit of {what}"))
-        writer.write_run(_record(request, store, states))
+        writer.write_run(_scheduled_record(request, store, states))
 
     try:
         with hold_slots(

@@ -7,7 +7,6 @@ Layout under the store root::
     runs/<folder>/logs-000001.jsonl     log lines since the last flush
     runs/<folder>/artifacts-000001.jsonl
     runs/<folder>/cancel.json           a cancel request (``daskflow cancel``)
-    runs/<folder>/request.json          a scheduled run: what its flow-run task needs
     runs/<folder>/late.json             a scheduled run the serve loop found Late
     active/<folder>                     present while the run's driver is alive
 
@@ -153,8 +152,8 @@ class RunWriter:
             return None
 
     def put_extra(self, name: str, value: Any, *, create_only: bool = False) -> bool:
-        """Write ``<run folder>/<name>`` as JSON (a scheduled run's request or
-        late mark); with ``create_only``, False if it exists."""
+        """Write ``<run folder>/<name>`` as JSON (a scheduled run's late mark);
+        with ``create_only``, False if it exists."""
         try:
             self.store.put(f"{self.prefix}/{name}", _dumps(value), create_only=create_only)
         except FileExistsError:

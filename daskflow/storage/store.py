@@ -58,6 +58,7 @@ DEFAULT_URL = "./.daskflow"
 MANIFEST_VERSION = 1
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # Option names that hold credentials: kept out of pickles sent to workers, which
 # get credentials from their own environment instead.
 # Whole names (or their last "_" part), not substrings: "SSEKMSKeyId" or
@@ -175,7 +176,7 @@ def _check_path(path: str) -> str:
         or path.startswith("/")
         or "\\" in path
         or any(part in ("", ".", "..") for part in path.split("/"))
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in path)
+        or _CONTROL_CHARS.search(path) is not None
     ):
         raise InvalidOptionError(f"storage path {path!r} must be relative, '/'-separated, without '..' or control characters")
     return path
@@ -345,12 +346,17 @@ class Store:
     def _put_local(self, full: str, data: bytes, create_only: bool) -> None:
         folder = os.path.dirname(full)
         try:
-            os.makedirs(folder, exist_ok=True)
-        except FileExistsError as exc:
-            # A file where a folder belongs: not "the object already exists",
-            # which put() reports to create-only callers as losing a race.
-            raise NotADirectoryError(exc.errno, "a file stands where a folder is needed", exc.filename) from exc
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            # Most writes go to a folder that exists: try first, make it on a miss
+            # (a mkdir per write costs as much as the write on some filesystems).
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        except FileNotFoundError:
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except FileExistsError as exc:
+                # A file where a folder belongs: not "the object already exists",
+                # which put() reports to create-only callers as losing a race.
+                raise NotADirectoryError(exc.errno, "a file stands where a folder is needed", exc.filename) from exc
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             if _fchmod is not None:  # mkstemp makes 0600; a shared folder needs the umask's mode
                 _fchmod(fd, 0o666 & ~_UMASK)
