@@ -335,3 +335,41 @@ def test_a_run_nobody_can_start_becomes_late_says_why_and_is_notified(tmp_path, 
     assert posted["state"] == "Late" and posted["run_id"] == request.run_id and posted["deployment"] == "gpu-job"
     assert "is Late" in posted["text"]
     assert "SECRET-canary-hook" not in caplog.text
+
+
+def test_the_serve_loop_shows_its_deployments_and_waiting_runs_on_the_live_status_page(tmp_path, client, job):
+    import urllib.request
+
+    store = Store(tmp_path / "store")
+    deploy(
+        job.to_deployment("page-job", cron="0 3 * * *", timezone="Europe/Berlin"),
+        job.to_deployment("page-gpu", interval=60, work_queue_name="gpu", anchor_date="2027-01-01T00:00:00"),
+        storage=store,
+    )
+    start = _utc(2027, 6, 1, 12, 0)
+    for name in ("page-job", "page-gpu"):
+        _since(store, name, start)
+    clock = ManualClock(start)
+    loop = Serve(store, client, clock=clock, notifier=False)
+    loop.start()
+    port = client.scheduler_info()["services"]["dashboard"]
+
+    def api(path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/daskflow/api/{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        loop.tick()
+        rows = wait_until(lambda: {r["name"]: r for r in api("deployments")["deployments"] if r["name"].startswith("page-")}, 30, 0.1,
+                          "the deployments on the live page")
+        assert rows["page-job"]["schedules"] == "every day at 03:00 (Europe/Berlin)" and rows["page-job"]["next_runs"]
+        clock.advance(60)
+        [request] = loop.tick()
+        listed = wait_until(lambda: [r for r in api("runs")["runs"] if r["id"] == request.run_id], 30, 0.1, "the Scheduled run on the live page")
+        assert listed[0]["state"]["name"] == "Scheduled" and "no worker" in listed[0]["state"]["message"]
+        clock.advance(31)
+        loop.tick()
+        wait_until(lambda: [r for r in api("runs")["runs"] if r["id"] == request.run_id and r["state"]["name"] == "Late"], 30, 0.1,
+                   "the Late run on the live page")
+    finally:
+        loop.close()

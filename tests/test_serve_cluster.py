@@ -240,6 +240,22 @@ def test_a_concurrency_limit_of_one_keeps_runs_from_overlapping(cluster, flows, 
     assert not _intervals_overlap([(r["start_time"], r["end_time"]) for r in ran])
 
 
+def test_a_queue_limit_of_one_keeps_the_queues_runs_from_overlapping(cluster, flows, tmp_path):
+    store = tmp_path / "store"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["limits", "set", "gpu", "1", "--queue", "--storage", str(store)]).exit_code == 0
+    marker = str(tmp_path / "marks")
+    deploy(*(flows["slow"].to_deployment(f"gpu-slow-{i}", interval=1, parameters={"seconds": 0.8, "marker": marker}, work_queue_name="gpu")
+             for i in range(2)), storage=str(store))
+    with serving(cluster, store, tmp_path / "serve.log"):
+        wait_until(lambda: _finished(store, "gpu-slow-0", 2) and _finished(store, "gpu-slow-1", 2), 120, 0.2, "two runs of each")
+    ran = [r for r in _runs(store) if r["state"]["name"] == "Completed"]
+    assert not _intervals_overlap([(r["start_time"], r["end_time"]) for r in ran]), sorted((r["start_time"], r["end_time"]) for r in ran)
+    waited = [r for r in _runs(store) if any("concurrency limit of queue 'gpu'" in s.get("message", "") for s in r["state_history"])]
+    assert waited  # a run that met the full queue said why it waited
+    assert runner.invoke(cli, ["limits", "rm", "gpu", "--queue", "--storage", str(store)]).exit_code == 0
+
+
 def test_a_task_tag_limit_holds_across_runs(cluster, flows, tmp_path):
     store = tmp_path / "store"
     runner = CliRunner()

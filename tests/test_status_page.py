@@ -7,8 +7,10 @@ Flows run in background threads: the main thread is Playwright's (see
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from playwright.sync_api import expect
 from daskflow import (
     DaskTaskRunner,
     SequentialTaskRunner,
+    Store,
     create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
@@ -280,5 +283,174 @@ def test_user_text_is_shown_as_text_never_run_as_markup(ui_server, page):
     assert page.evaluate(_INJECTED) == 0
     page.goto(base)
     _row(page, "stored-sweep").wait_for()
+    assert page.evaluate(_INJECTED) == 0
+    assert errors == []
+
+
+# ------------------------------------------------------------- deployments
+_DEPLOYED_FLOWS = """
+from daskflow import SequentialTaskRunner, flow
+
+
+@flow(task_runner=SequentialTaskRunner())
+def train(n: int = 1) -> int:
+    return n
+
+
+@flow(name={hostile!r}, task_runner=SequentialTaskRunner())
+def report() -> None:
+    pass
+"""
+
+NO_GPU = "no worker serves queue 'gpu'; start one with `dask worker tcp://127.0.0.1:8786 --resources queue-gpu=1`"
+
+
+def _deployed_store(store: Path, tmp_path: Path) -> dict:
+    """Two deployments (one paused, with hostile text), a Completed run of one, and a Scheduled and a Late run."""
+    import sys
+    import uuid
+
+    from daskflow import deploy
+    from daskflow.deployments.launch import create_run, mark_late, new_request, run_scheduled_flow
+    from daskflow.deployments.registry import Registry
+    from daskflow.pipeline.entrypoints import load_flow
+
+    module = f"deployed_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    source.write_text(_DEPLOYED_FLOWS.format(hostile=HOSTILE))
+    train, report_flow = load_flow(f"{source}:train"), load_flow(f"{source}:report")
+    deploy(
+        train.to_deployment("nightly-train", cron="0 3 * * *", timezone="Europe/Berlin", work_queue_name="gpu", description="retrain"),
+        report_flow.to_deployment("hourly-report", interval=3600, paused=True, description=HOSTILE, tags=[HOSTILE, "reports"]),
+        storage=store,
+    )
+    # A worker imports the deployment's code from its snapshot, never a module of that name imported before.
+    del sys.modules[module]
+    nightly = Registry(Store(store)).get("nightly-train")
+    now = time.time()
+    done = new_request(nightly, now - 3600, {"kind": "manual"})
+    create_run(Store(store), done, "")
+    assert run_scheduled_flow(Store(store), done)["name"] == "Completed"
+    soon = new_request(nightly, now + 600, {"kind": "manual"})
+    create_run(Store(store), soon, NO_GPU)
+    late = new_request(nightly, now - 300, {"kind": "manual"})
+    create_run(Store(store), late, NO_GPU)
+    mark_late(Store(store), late, f"not started 300 s after its scheduled time: {NO_GPU}")
+    return {"record": nightly, "done": done, "soon": soon, "late": late}
+
+
+@pytest.fixture
+def deployments_ui(_result_storage, tmp_path):
+    made = _deployed_store(_result_storage, tmp_path)
+    with daskflow_ui(_result_storage) as (base, _):
+        yield base, made
+
+
+def _grid_rows(page, table: str, text: str | None = None):
+    rows = page.locator(f".{table} .slick-row")
+    return rows.filter(has_text=text) if text else rows
+
+
+def _cells(row) -> list[str]:
+    return [c.strip() for c in row.locator(".slick-cell").all_inner_texts()]
+
+
+def _rows_top_down(page, table: str, column: int) -> list[str]:
+    """One column of the rows, in the order they are drawn (SlickGrid positions rows; DOM order may differ)."""
+    return page.locator(f".{table} .slick-row").evaluate_all(
+        "(rows, column) => rows.sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)"
+        ".map(r => r.querySelectorAll('.slick-cell')[column].innerText.trim())",
+        column,
+    )
+
+
+def _color(cell) -> str:
+    return cell.evaluate("el => { let e = el; while (e.firstElementChild) e = e.firstElementChild; return getComputedStyle(e).color; }")
+
+
+def _rgb(hex_color: str) -> str:
+    return "rgb({}, {}, {})".format(*(int(hex_color[i : i + 2], 16) for i in (1, 3, 5)))
+
+
+def test_daskflow_ui_shows_deployments_and_scheduled_and_late_runs(deployments_ui, page):
+    from daskflow._times import format_time
+    from daskflow.deployments.deployment import next_slots
+    from daskflow.status.charts import STATE_COLORS
+
+    base, made = deployments_ui
+    errors = collect_console_errors(page)
+    page.goto(f"{base}/daskflow")
+    done, soon, late = (made[k].name for k in ("done", "soon", "late"))
+    late_row = _grid_rows(page, "daskflow-runs", late)
+    expect(_state_cell(late_row)).to_have_text("Late")
+    soon_row = _grid_rows(page, "daskflow-runs", soon)
+    expect(_state_cell(soon_row)).to_have_text("Scheduled")
+    expect(_state_cell(_grid_rows(page, "daskflow-runs", done))).to_have_text("Completed")
+    for row, state in ((late_row, "LATE"), (soon_row, "SCHEDULED")):
+        cells = _cells(row)
+        assert cells[3:5] == ["-", "-"], cells  # no start, no duration
+        assert cells[-1] == "nightly-train" and "no worker serves queue 'gpu'" in cells[-2]
+        assert _color(row.locator(".slick-cell").nth(2)) == _rgb(STATE_COLORS[state])
+    # Newest first by when they happen: the one due in 10 minutes, the one that ran, the one late since 5 minutes.
+    assert _rows_top_down(page, "daskflow-runs", 1) == [soon, done, late]
+    screenshot(page, "ui-runs-scheduled-late")
+
+    _open_tab(page, "Deployments")
+    nightly = _grid_rows(page, "daskflow-deployments", "nightly-train")
+    nightly.wait_for()
+    cells = _cells(nightly)
+    upcoming = next_slots(made["record"], time.time())
+    assert cells[:3] == ["nightly-train", "train", "every day at 03:00 (Europe/Berlin)"]
+    assert cells[3] == ", ".join(format_time(t)[:16] for t in upcoming) and len(upcoming) == 3
+    assert cells[4:] == ["Completed", cells[5], "", "gpu", "1 Late, 1 Scheduled"] and cells[5] != "-"
+    assert _color(nightly.locator(".slick-cell").nth(4)) == _rgb(STATE_COLORS["COMPLETED"])
+    paused = _cells(_grid_rows(page, "daskflow-deployments", "hourly-report"))
+    assert paused[2:] == ["every hour", "- (paused)", "-", "-", "paused", "default", ""]
+    assert "2 deployments (1 paused), 2 run(s) waiting" in _text(page.locator(".daskflow-deployments-count"))
+    screenshot(page, "ui-deployments")
+
+    nightly.locator(".slick-cell").first.click()
+    detail = page.locator(".daskflow-deployment-detail")
+    detail.filter(has_text="retrain").wait_for()
+    assert "Europe/Berlin" in _text(detail) and done in _text(detail)
+    page.get_by_role("button", name="Open its last run").click()
+    header = page.locator(".daskflow-run-header")
+    header.filter(has_text=done).wait_for()
+    assert "Completed" in _text(header) and "nightly-train" in _text(header)
+
+    page.get_by_role("button", name="← back").click()
+    nightly.wait_for()  # back on the deployments tab it came from
+    _open_tab(page, "Runs")
+    late_row.locator(".slick-cell").nth(1).click()
+    header.filter(has_text=late).wait_for()
+    shown = _text(header)
+    assert "Late" in shown and f"Waiting: not started 300 s after its scheduled time: {NO_GPU}" in shown
+    assert "Scheduled for" in shown and "Started\tnot yet" in shown
+    assert _color(page.locator(".daskflow-run-state")) == _rgb(STATE_COLORS["LATE"])
+    assert page.get_by_role("button", name="Cancel run").is_hidden()  # no driver to tell before it starts
+    screenshot(page, "ui-late-run")
+
+    with urllib.request.urlopen(f"{base}/daskflow/api/deployments", timeout=20) as response:
+        rows = json.loads(response.read())["deployments"]
+    assert [(r["name"], r["paused"], r["last_run"] and r["last_run"]["state_name"], r["scheduled"], r["late"]) for r in rows] == [
+        ("hourly-report", True, None, 0, 0), ("nightly-train", False, "Completed", 1, 1)]
+    assert errors == []
+
+
+def test_deployment_text_is_shown_as_text_never_run_as_markup(deployments_ui, page):
+    base, _ = deployments_ui
+    errors = collect_console_errors(page)
+    page.goto(f"{base}/daskflow?view=deployments")  # a direct link to the deployments tab
+    hostile = _grid_rows(page, "daskflow-deployments", "hourly-report")
+    expect(hostile.locator(".slick-cell").nth(1)).to_have_text(HOSTILE)  # the flow's name, as text
+    hostile.locator(".slick-cell").first.click()
+    detail = page.locator(".daskflow-deployment-detail")
+    detail.filter(has_text="reports").wait_for()
+    shown = _text(detail)
+    assert f"Description\t{HOSTILE}" in shown and f"Flow\t{HOSTILE}" in shown and f"Tags\t{HOSTILE}, reports" in shown
+    screenshot(page, "ui-deployments-hostile")
+    assert page.evaluate(_INJECTED) == 0
+    _open_tab(page, "Runs")
+    _grid_rows(page, "daskflow-runs", "nightly-train").first.wait_for()
     assert page.evaluate(_INJECTED) == 0
     assert errors == []

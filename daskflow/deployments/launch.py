@@ -187,15 +187,16 @@ def _record(request: RunRequest, store: Store, states: list[State], final: bool 
     return record
 
 
-def create_run(store: Store, request: RunRequest, message: str = "") -> bool:
+def create_run(store: Store, request: RunRequest, message: str = "") -> dict[str, Any] | None:
     """Write a new scheduled run's ``Scheduled`` record (holding its request).
 
-    Returns False if the run exists already (made by another serve loop taking
-    over the same slot); nothing is overwritten then.
+    Returns the record, or ``None`` if the run exists already (made by another
+    serve loop taking over the same slot); nothing is overwritten then.
     """
     writer = RunWriter(store, request.run_id, request.created)
     state = Scheduled(message, timestamp=request.created, scheduled_time=request.scheduled_time)
-    return writer.create_run(_scheduled_record(request, store, [state]))
+    record = _scheduled_record(request, store, [state])
+    return record if writer.create_run(record) else None
 
 
 def _scheduled_record(request: RunRequest, store: Store, states: list[State]) -> dict[str, Any]:

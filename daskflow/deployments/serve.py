@@ -46,7 +46,7 @@ from typing import Any, Iterable
 import dask.config
 
 from ..exceptions import InvalidOptionError, StorageError
-from ..storage.records import ACTIVE, RUNS, run_ended
+from ..storage.records import ACTIVE, RUNS, RunWriter, run_ended
 from ..storage.store import Store
 from .deployment import DEFAULT_QUEUE
 from .launch import (
@@ -151,6 +151,8 @@ class _InFlight:
     started: bool = False
     late: bool = False
     resubmits: int = 0
+    #: Its Scheduled record as written (what the live page shows until it starts).
+    record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -224,6 +226,12 @@ class Serve:
         self._subscribed = False
         #: Every run this loop created, in order (for tests and the CLI's output).
         self.created: list[RunRequest] = []
+        #: Records of runs just created, until they are tracked.
+        self._records: dict[str, dict[str, Any]] = {}
+        #: What the live status page has not been shown yet: the deployments'
+        #: rows (after a reload) and the records of runs created, Late or ended.
+        self._page_rows: list[dict[str, Any]] | None = None
+        self._page_runs: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- loop
     def run(self) -> None:
@@ -280,7 +288,17 @@ class Serve:
         created += self._take_over(now)
         self._watch(now)
         self._write_cursors()
+        self._feed_page()
         return created
+
+    def _feed_page(self) -> None:
+        """Show the deployments and the waiting runs on the scheduler's live status page."""
+        if self._page_rows is None and not self._page_runs:
+            return
+        from ..status.deployments import publish
+
+        publish(self.client, deployments=self._page_rows, runs=self._page_runs)
+        self._page_rows, self._page_runs = None, []
 
     def _next_wake(self) -> float:
         times = [self._next_refresh]
@@ -306,6 +324,7 @@ class Serve:
             logger.warning("cannot read the deployments in %s (will retry): %s", self.store.url, exc)
             return
         self._version = version
+        self._page_rows = self._rows(records)
         wanted = {
             r["id"]: r
             for r in records
@@ -342,6 +361,17 @@ class Serve:
                 self._heap.append((entry.next, key))
         heapq.heapify(self._heap)
         logger.info("serving %d deployment(s) with %d schedule(s) from %s", len(wanted), len(entries), self.store.url)
+
+    def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The deployments view's rows, with their last runs from recent history."""
+        from ..status.deployments import deployment_rows
+        from ..storage.records import History
+
+        try:
+            recent = History(self.store).runs(limit=500) if records else []
+        except (StorageError, OSError):
+            recent = []
+        return deployment_rows(records, recent)
 
     # ---------------------------------------------------------------- fire
     def _fire_due(self, now: float) -> list[RunRequest]:
@@ -425,11 +455,14 @@ class Serve:
 
     def _create(self, request: RunRequest, now: float) -> RunRequest | None:
         try:
-            made = create_run(self.store, request, self._waiting_reason(request.queue, now))
+            record = create_run(self.store, request, self._waiting_reason(request.queue, now))
         except (StorageError, OSError) as exc:
             logger.error("run %r of deployment %r could not be recorded (%s)", request.name, request.deployment["name"], exc)
             return None
-        return request if made else None
+        if record is None:
+            return None
+        self._records[request.run_id] = record  # a dict insert: safe from the I/O pool's threads
+        return request
 
     def _submit(self, requests: list[RunRequest]) -> None:
         if not requests:
@@ -448,7 +481,10 @@ class Serve:
             )
 
     def _track(self, request: RunRequest, future: Any, started: bool = False) -> None:
-        self._inflight[request.run_id] = _InFlight(request, future, started=started)
+        record = self._records.pop(request.run_id, None)
+        self._inflight[request.run_id] = _InFlight(request, future, started=started, record=record)
+        if record is not None:
+            self._page_runs.append(record)
         future.add_done_callback(lambda f, run_id=request.run_id: self._event("done", run_id))
 
     def _retry_slot(self, entry: _Entry, slot: datetime) -> None:
@@ -572,6 +608,10 @@ class Serve:
             if marked:
                 logger.warning("run %r of deployment %r is Late: %s", request.name, request.deployment["name"], message)
                 self._notify(request, "Late", message)
+                if flight.record is not None:
+                    from ..storage.records import with_late_mark
+
+                    self._page_runs.append(with_late_mark(flight.record, {"timestamp": now, "message": message}))
 
     def _finished(self, flight: _InFlight) -> None:
         request, future = flight.request, flight.future
@@ -603,6 +643,9 @@ class Serve:
         logger.error("run %r of deployment %r Crashed: %s", request.name, request.deployment["name"], message)
         try:
             finish_crashed(self.store, request, message)
+            final = RunWriter(self.store, request.run_id, request.created).read_run()
+            if final is not None:
+                self._page_runs.append(final)
         except (StorageError, OSError) as exc:
             logger.warning("run %r: its Crashed record could not be written: %s", request.name, exc)
         self._notify(request, "Crashed", message)

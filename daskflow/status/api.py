@@ -7,6 +7,9 @@
     an id prefix of 6+ characters or a run name.
 ``GET {route}/api/runs/<run>/logs?task=fit-3``
     ``{"logs": [...]}``.
+``GET {route}/api/deployments``
+    ``{"deployments": [...]}``: the rows of the deployments view, sorted by
+    name (see :func:`daskflow.status.deployments.deployment_rows`).
 
 There is deliberately no route that changes anything: cancelling is on the
 page, over its origin-checked websocket, so a link on another site cannot
@@ -96,6 +99,12 @@ class LogsHandler(_Handler):
         self._reply(200, {"logs": logs})
 
 
+class DeploymentsHandler(_Handler):
+    async def get(self) -> None:
+        source = self._source()
+        self._reply(200, {"deployments": await self._call(source.deployments)})
+
+
 def api_routes(route: str, source: Callable[[], RunSource | None]) -> list[tuple[str, type, dict[str, Any]]]:
     """Tornado rules for the JSON routes under ``route`` (like ``/daskflow``)."""
     base = route.rstrip("/") + "/api"
@@ -104,4 +113,5 @@ def api_routes(route: str, source: Callable[[], RunSource | None]) -> list[tuple
         (base + r"/runs/?", RunsHandler, kwargs),
         (base + r"/runs/([^/]+)/logs/?", LogsHandler, kwargs),
         (base + r"/runs/([^/]+)/?", RunHandler, kwargs),
+        (base + r"/deployments/?", DeploymentsHandler, kwargs),
     ]

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from .._times import format_duration, format_time
+from .deployments import is_waiting
 
 __all__ = [
     "GRAPH_NODE_LIMIT",
@@ -21,6 +22,8 @@ __all__ = [
     "Graph",
     "Timeline",
     "dependency_graph",
+    "deployments_table",
+    "run_time",
     "runs_table",
     "state_color",
     "task_table",
@@ -41,7 +44,9 @@ STATE_COLORS = {
     "CACHED": "#4db6ac",
     "RUNNING": "#1e88e5",
     "PENDING": "#9e9e9e",
-    "SCHEDULED": "#bdbdbd",
+    # Dark enough to read as table text on white (these colour the state cells too).
+    "SCHEDULED": "#607d8b",
+    "LATE": "#9a6700",
     "FAILED": "#d32f2f",
     "CRASHED": "#6a1b9a",
     "CANCELLED": "#ef6c00",
@@ -51,11 +56,20 @@ STATE_COLORS = {
 _SEVERITY = ("FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING", "SCHEDULED", "COMPLETED", "SKIPPED")
 
 
-def state_color(state: dict[str, Any], cache_hit: bool = False) -> str:
+def state_color(state: dict[str, Any] | None, cache_hit: bool = False) -> str:
+    """The colour of a state: by its type, with Late (a ``SCHEDULED`` type) and cache hits apart."""
+    state = state or {}
     kind = state.get("type", "PENDING")
     if kind == "COMPLETED" and cache_hit:
         kind = "CACHED"
+    elif kind == "SCHEDULED" and state.get("name") == "Late":
+        kind = "LATE"
     return STATE_COLORS.get(kind, STATE_COLORS["PENDING"])
+
+
+def run_time(record: dict[str, Any]) -> float:
+    """When a run happens, to sort runs by: its start, or for one not started its scheduled time (else its creation)."""
+    return float(record.get("start_time") or record.get("scheduled_time") or record.get("created") or 0)
 
 
 def _duration(record: dict[str, Any], now: float) -> float | None:
@@ -69,10 +83,22 @@ def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _tasks_text(record: dict[str, Any]) -> str:
+    counts = dict(record.get("task_counts") or {})
+    if not counts and is_waiting(record):
+        # No task runs yet: say when it is due and why it waits instead.
+        when = record.get("scheduled_time")
+        message = _first_line(record.get("state", {}).get("message"))
+        return (f"scheduled for {format_time(when)}" if when else "not started") + (f": {message}" if message else "")
+    cached = record.get("cached") or 0
+    return _counts_text(counts) + (f" ({cached} cached)" if cached else "")
+
+
 def runs_table(records: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
-    """One row per flow run for the runs table."""
+    """One row per flow run for the runs table (a run not started has ``-`` for start and duration)."""
     now = time.time() if now is None else now
-    columns: dict[str, list[Any]] = {k: [] for k in ("id", "short_id", "name", "flow", "state", "start", "duration", "tags", "tasks", "color")}
+    fields = ("id", "short_id", "name", "flow", "state", "start", "duration", "tags", "tasks", "deployment", "color")
+    columns: dict[str, list[Any]] = {k: [] for k in fields}
     for record in records:
         columns["id"].append(record["id"])
         columns["short_id"].append(record["id"][:8])
@@ -82,10 +108,44 @@ def runs_table(records: list[dict[str, Any]], now: float | None = None) -> dict[
         columns["start"].append(format_time(record.get("start_time")))
         columns["duration"].append(format_duration(_duration(record, now)))
         columns["tags"].append(", ".join(record.get("tags") or ()))
-        counts = dict(record.get("task_counts") or {})
-        cached = record.get("cached") or 0
-        columns["tasks"].append(_counts_text(counts) + (f" ({cached} cached)" if cached else ""))
+        columns["tasks"].append(_tasks_text(record))
+        columns["deployment"].append(record.get("deployment_name") or "")
         columns["color"].append(state_color(record.get("state", {})))
+    return columns
+
+
+def _short_time(timestamp: float) -> str:
+    return format_time(timestamp)[:16]  # to the minute: three fit in a cell
+
+
+def _waiting_text(row: dict[str, Any]) -> str:
+    parts = [f"{row[key]} {label}" for key, label in (("late", "Late"), ("scheduled", "Scheduled")) if row.get(key)]
+    return ", ".join(parts)
+
+
+def deployments_table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """One row per deployment (rows of :func:`daskflow.status.deployments.deployment_rows`)."""
+    fields = (
+        "id", "name", "flow", "schedules", "next", "last_state", "last_time", "last_id", "paused", "queue", "waiting",
+        "last_color", "waiting_color",
+    )
+    columns: dict[str, list[Any]] = {k: [] for k in fields}
+    for row in rows:
+        last = row.get("last_run") or {}
+        columns["id"].append(row.get("id") or "")
+        columns["name"].append(row.get("name") or "")
+        columns["flow"].append(row.get("flow") or "")
+        columns["schedules"].append(row.get("schedules") or "")
+        nxt = row.get("next_runs") or []
+        columns["next"].append(", ".join(_short_time(t) for t in nxt) if nxt else ("- (paused)" if row.get("paused") else "-"))
+        columns["last_state"].append(last.get("state_name") or "-")
+        columns["last_time"].append(format_time(last.get("time")) if last else "-")
+        columns["last_id"].append(last.get("id") or "")
+        columns["paused"].append("paused" if row.get("paused") else "")
+        columns["queue"].append(row.get("queue") or "")
+        columns["waiting"].append(_waiting_text(row))
+        columns["last_color"].append(state_color({"type": last.get("state_type"), "name": last.get("state_name")}) if last else STATE_COLORS["PENDING"])
+        columns["waiting_color"].append(STATE_COLORS["LATE"] if row.get("late") else STATE_COLORS["SCHEDULED"])
     return columns
 
 

@@ -1,9 +1,11 @@
 """The status page: a Bokeh document showing runs and one run in detail.
 
 The same document serves the scheduler's ``/daskflow`` (a :class:`LiveSource`)
-and ``daskflow ui`` (a :class:`HistorySource`). It has two views: the runs
-table with filters, and a run view (header, failure, then tabs for task runs,
-timeline, graph, logs and artifacts). ``?run=ID`` opens a run directly.
+and ``daskflow ui`` (a :class:`HistorySource`). It has two views: the list
+view, with tabs for the runs table (with filters) and the deployments table,
+and a run view (header, failure, then tabs for task runs, timeline, graph,
+logs and artifacts). ``?run=ID`` opens a run directly, ``?view=deployments``
+the deployments tab.
 
 Every string that came from a user (names, tags, parameters, messages, log
 lines, artifact data) reaches the browser as text: through Bokeh's table cells,
@@ -47,6 +49,7 @@ from bokeh.plotting import figure
 from .._times import format_duration, format_time, parse_since
 from ..exceptions import RunNotFoundError
 from . import charts
+from .deployments import is_waiting
 from .sources import RunDetail, RunSource
 
 __all__ = ["RUNS_SHOWN", "StatusPage", "status_document"]
@@ -58,7 +61,9 @@ RUNS_SHOWN = 500
 #: Log lines shown in the run view (the newest; ``daskflow logs`` has them all).
 LOG_LINES_SHOWN = 2_000
 _ALL = "(all)"
-_STATES = [_ALL, "Running", "Pending", "Completed", "Failed", "Crashed", "Cancelled", "TimedOut"]
+_STATES = [_ALL, "Running", "Pending", "Scheduled", "Late", "Completed", "Failed", "Crashed", "Cancelled", "TimedOut"]
+#: The list view's tabs, in order.
+_RUNS_TAB, _DEPLOYMENTS_TAB = 0, 1
 
 
 def _html(value: Any) -> str:
@@ -113,17 +118,23 @@ class StatusPage:
         The dashboard's URL prefix (links to Dask's own ``/status``).
     run_ref : str, optional
         A run to open at once (``?run=``).
+    view : str, optional
+        ``"deployments"`` opens the deployments tab (``?view=``).
     """
 
-    def __init__(self, doc: Document, source: RunSource, dashboard_prefix: str = "", run_ref: str | None = None) -> None:
+    def __init__(
+        self, doc: Document, source: RunSource, dashboard_prefix: str = "", run_ref: str | None = None, view: str | None = None
+    ) -> None:
         self.doc = doc
         self.source = source
         self.prefix = dashboard_prefix.rstrip("/")
         self.run_ref: str | None = None
         self._shown_runs_version: Any = None
+        self._shown_deployments_version: Any = None
         self._shown_detail_version: Any = None
         self._busy = False
         self._task_ids: list[str] = []
+        self._deployment_rows: list[dict[str, Any]] = []
 
         links = f' · <a href="{_html(self.prefix)}/status">Dask dashboard</a>' if source.on_dashboard else ""
         self.header = Div(
@@ -133,6 +144,14 @@ class StatusPage:
         self.message = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-message"])
         self.body = column(sizing_mode="stretch_width")
         self._build_runs_view()
+        self._build_deployments_view()
+        self.list_tabs = Tabs(
+            tabs=[TabPanel(child=self.runs_view, title="Runs"), TabPanel(child=self.deployments_view, title="Deployments")],
+            active=_DEPLOYMENTS_TAB if view == "deployments" else _RUNS_TAB,
+            sizing_mode="stretch_width",
+            css_classes=["daskflow-list-tabs"],
+        )
+        self.list_tabs.on_change("active", lambda attr, old, new: self._schedule(self._refresh_list, force=True))
         doc.title = "daskflow status"
         doc.add_root(column(self.header, self.message, self.body, sizing_mode="stretch_width"))
         if run_ref and not source.blocking:
@@ -159,7 +178,7 @@ class StatusPage:
         self._busy = True
         try:
             if self.run_ref is None:
-                await self._refresh_runs()
+                await self._refresh_list()
             else:
                 await self._refresh_run()
         except Exception as exc:  # a page must survive a store hiccup; say it, try again next poll
@@ -186,6 +205,7 @@ class StatusPage:
             ("duration", "Duration", 80),
             ("tags", "Tags", 120),
             ("tasks", "Task runs", 300),
+            ("deployment", "Deployment", 130),
         ]
         self.runs_table = DataTable(
             source=self.runs_source,
@@ -214,12 +234,19 @@ class StatusPage:
         self.doc.add_next_tick_callback(run)
 
     def show_runs(self) -> None:
-        """Switch to the runs table."""
+        """Switch to the list view (on the tab it was on: runs, or deployments)."""
         self.run_ref = None
         self._shown_detail_version = None
         self._say("")
-        self.body.children = [self.runs_view]
-        self._schedule(self._refresh_runs, force=True)
+        self.body.children = [self.list_tabs]
+        self._schedule(self._refresh_list, force=True)
+
+    async def _refresh_list(self, force: bool = False) -> None:
+        # Only the tab in sight is read: the other one is read when it is opened.
+        if self.list_tabs.active == _DEPLOYMENTS_TAB:
+            await self._refresh_deployments(force=force)
+        else:
+            await self._refresh_runs(force=force)
 
     def _filters(self) -> dict[str, Any] | None:
         since = None
@@ -248,6 +275,8 @@ class StatusPage:
             return
         self._say("")
         records = await self._call(self.source.runs, limit=RUNS_SHOWN, **filters)
+        # Newest first by when each run happens: a run not started yet by its scheduled time.
+        records = sorted(records, key=charts.run_time, reverse=True)
         if not any(filters.values()):
             flows = sorted({r.get("flow_name") or "" for r in records})
             self.flow_filter.options = [_ALL, *flows]
@@ -264,6 +293,94 @@ class StatusPage:
             return
         run_id = self.runs_source.data["id"][new[0]]
         self.open_run(run_id)
+
+    # ----------------------------------------------------- deployments view
+    def _build_deployments_view(self) -> None:
+        self.deployments_count = Div(text="", css_classes=["daskflow-deployments-count"])
+        self.deployments_source = ColumnDataSource(charts.deployments_table([]))
+        spec = [
+            ("name", "Deployment", 150, None),
+            ("flow", "Flow", 130, None),
+            ("schedules", "Schedule", 230, None),
+            ("next", "Next runs", 370, None),
+            ("last_state", "Last run", 90, "last_color"),
+            ("last_time", "Last run at", 140, None),
+            ("paused", "Paused", 60, None),
+            ("queue", "Queue", 80, None),
+            ("waiting", "Waiting runs", 130, "waiting_color"),
+        ]
+        columns = [
+            TableColumn(field=field, title=title, width=width, formatter=StringFormatter(text_color=color) if color else StringFormatter())
+            for field, title, width, color in spec
+        ]
+        self.deployments_table = DataTable(
+            source=self.deployments_source,
+            columns=columns,
+            sizing_mode="stretch_width",
+            height=_table_height(0),
+            index_position=None,
+            css_classes=["daskflow-deployments"],
+        )
+        self.deployments_source.selected.on_change("indices", self._deployment_selected)
+        self.deployment_detail = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-deployment-detail"])
+        self.open_last_button = Button(label="Open its last run", width=150, visible=False, css_classes=["daskflow-open-last"])
+        self.open_last_button.on_click(self._open_last_run)
+        self.deployments_view = column(
+            self.deployments_count,
+            self.deployments_table,
+            self.open_last_button,
+            self.deployment_detail,
+            sizing_mode="stretch_width",
+        )
+        self._selected_deployment: str | None = None
+
+    def show_deployments(self) -> None:
+        """Switch to the deployments tab of the list view."""
+        self.list_tabs.active = _DEPLOYMENTS_TAB
+        self.show_runs()
+
+    async def _refresh_deployments(self, force: bool = False) -> None:
+        if self.run_ref is not None:
+            return
+        version = await self._call(self.source.deployments_version)
+        if not force and version == self._shown_deployments_version:
+            return
+        rows = await self._call(self.source.deployments)
+        self._shown_deployments_version = version
+        if rows == self._deployment_rows and not force:
+            return  # the same rows: no redraw of up to thousands of cells
+        self._deployment_rows = rows
+        selected = self._selected_deployment
+        self.deployments_source.selected.indices = []
+        _set_rows(self.deployments_table, charts.deployments_table(rows))
+        self.deployments_table.height = _table_height(len(rows), most=560)
+        paused = sum(1 for row in rows if row.get("paused"))
+        waiting = sum((row.get("scheduled") or 0) + (row.get("late") or 0) for row in rows)
+        self.deployments_count.text = _html(
+            f"{len(rows)} deployment{'s' if len(rows) != 1 else ''} ({paused} paused), {waiting} run(s) waiting to start"
+            f" · times in {time.strftime('%Z')}, this server's local time · select a row to see the deployment"
+        )
+        ids = [row.get("id") for row in rows]
+        if selected in ids:
+            self.deployments_source.selected.indices = [ids.index(selected)]
+        else:
+            self._show_deployment(None)
+
+    def _deployment_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        row = self._deployment_rows[new[0]] if new and new[0] < len(self._deployment_rows) else None
+        self._show_deployment(row)
+
+    def _show_deployment(self, row: dict[str, Any] | None) -> None:
+        self._selected_deployment = row.get("id") if row else None
+        last = (row or {}).get("last_run") or {}
+        self.open_last_button.visible = bool(last.get("id"))
+        self.deployment_detail.text = _deployment_detail(row) if row else ""
+
+    def _open_last_run(self) -> None:
+        row = next((r for r in self._deployment_rows if r.get("id") == self._selected_deployment), None)
+        last = (row or {}).get("last_run") or {}
+        if last.get("id"):
+            self.open_run(last["id"])
 
     # ------------------------------------------------------------- run view
     def open_run(self, ref: str) -> None:
@@ -292,7 +409,7 @@ class StatusPage:
             detail = await self._call(self.source.detail, ref)
         except RunNotFoundError as exc:
             self.run_ref = None
-            self.body.children = [self.runs_view]
+            self.body.children = [self.list_tabs]
             self._say(str(exc), error=True)
             return
         logs = await self._call(self.source.logs, detail.id)
@@ -313,7 +430,7 @@ class StatusPage:
             self._update_run(detail, logs)
 
     def _render_run(self, detail: RunDetail, logs: list[dict[str, Any]]) -> None:
-        back = Button(label="← all runs", width=110, css_classes=["daskflow-back"])
+        back = Button(label="← back", width=110, css_classes=["daskflow-back"])
         back.on_click(lambda: self.show_runs())
         self.cancel_button = Button(label="Cancel run", button_type="danger", width=110, css_classes=["daskflow-cancel"])
         self.cancel_button.on_click(lambda: self._schedule(self._cancel))
@@ -400,7 +517,8 @@ class StatusPage:
         self._detail = detail
         self._logs = logs
         self.run_header.text = _run_header(record)
-        self.cancel_button.visible = not detail.finished
+        # A run that has not started has no driver to tell yet (`daskflow cancel` writes a request it reads when it starts).
+        self.cancel_button.visible = not detail.finished and not is_waiting(record)
         self._show_failure(detail)
         selected = self.tasks_source.selected.indices
         selected_id = self._task_ids[selected[0]] if selected and selected[0] < len(self._task_ids) else None
@@ -489,12 +607,17 @@ def _run_header(record: dict[str, Any]) -> str:
     duration = format_duration(((record.get("end_time") or now) - start) if start else None)
     counts = dict(record.get("task_counts") or {})
     cached = record.get("cached") or 0
+    waiting = is_waiting(record)
     rows = [
         ("Flow", record.get("flow_name")),
         ("Run id", record.get("id")),
         ("Version", record.get("version")),
-        ("Started", format_time(start)),
-        ("Duration", duration),
+        ("Deployment", record.get("deployment_name")),
+        ("Work queue", record.get("work_queue") if record.get("deployment_id") else None),
+        ("Scheduled for", format_time(record["scheduled_time"]) if record.get("scheduled_time") else None),
+        ("Created", format_time(record["created"]) if waiting and record.get("created") else None),
+        ("Started", "not yet" if waiting else format_time(start)),
+        ("Duration", None if waiting else duration),
         ("Tags", ", ".join(record.get("tags") or ())),
         ("Task runs", ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) + (f" ({cached} cached)" if cached else "")),
         ("Parameters", json.dumps(record.get("parameters") or {}, default=str)[:2000]),
@@ -503,17 +626,51 @@ def _run_header(record: dict[str, Any]) -> str:
         ("Parent run", record.get("parent_flow_run_id")),
     ]
     color = charts.state_color(state)
+    message = ""
+    if state.get("message"):
+        # A waiting run's message is why it waits ("no worker serves queue 'gpu'; start one with ..."): say it plainly.
+        label = '<b>Waiting:</b> ' if waiting else ""
+        css = "daskflow-run-waiting" if waiting else "daskflow-run-message"
+        message = f'<div class="{css}" style="color:{color if waiting else "#555"}">{label}{_html(state.get("message"))}</div>'
+    return (
+        f'<h3 style="margin:6px 0">{_html(record.get("name"))} '
+        f'<span class="daskflow-run-state" style="color:{color}">{_html(state.get("name"))}</span></h3>'
+        f"{message}{_table(rows)}"
+    )
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    """A two-column table of label and (escaped) value, without the empty ones."""
     cells = "".join(
         f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{_html(k)}</th><td>{_html(v)}</td></tr>'
         for k, v in rows
         if v not in (None, "", "{}")
     )
-    message = f' <span style="color:#555">{_html(state.get("message"))}</span>' if state.get("message") else ""
-    return (
-        f'<h3 style="margin:6px 0">{_html(record.get("name"))} '
-        f'<span class="daskflow-run-state" style="color:{color}">{_html(state.get("name"))}</span></h3>'
-        f"<div>{message}</div><table>{cells}</table>"
-    )
+    return f"<table>{cells}</table>"
+
+
+def _deployment_detail(row: dict[str, Any]) -> str:
+    """The selected deployment, every user-provided field escaped."""
+    last = row.get("last_run") or {}
+    waiting = ", ".join(f"{row[k]} {label}" for k, label in (("late", "Late"), ("scheduled", "Scheduled")) if row.get(k))
+    rows = [
+        ("Description", row.get("description")),
+        ("Flow", row.get("flow")),
+        ("Entrypoint", row.get("entrypoint")),
+        ("Version", row.get("version")),
+        ("Tags", ", ".join(row.get("tags") or ())),
+        ("Schedule", row.get("schedules")),
+        ("Next runs", ", ".join(format_time(t) for t in row.get("next_runs") or ()) or ("none while paused" if row.get("paused") else "none")),
+        ("Paused", "yes: it fires nothing until `daskflow deployments resume`" if row.get("paused") else "no"),
+        ("Work queue", row.get("queue")),
+        ("Concurrency limit", row.get("concurrency")),
+        ("Catch-up", row.get("catchup")),
+        ("Parameters", row.get("parameters")),
+        ("Last run", f"{last.get('name')} ({last.get('state_name')}, {format_time(last.get('time'))})" if last else "none yet"),
+        ("Waiting runs", waiting or "none"),
+        ("Updated", format_time(row["updated"]) if row.get("updated") else None),
+    ]
+    return f'<h3 style="margin:10px 0 4px">{_html(row.get("name"))}</h3>{_table(rows)}'
 
 
 def _log_text(line: dict[str, Any]) -> str:
@@ -558,17 +715,21 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _argument(arguments: dict[str, Any], name: str) -> str | None:
+    """The first ``?name=`` of a request, stripped (``None`` if absent or empty)."""
+    values = arguments.get(name) or []
+    if not values:
+        return None
+    raw = values[0]
+    return (raw.decode() if isinstance(raw, bytes) else str(raw)).strip() or None
+
+
 def status_document(source_factory: Callable[[], RunSource], dashboard_prefix: str = "") -> Callable[[Document], None]:
     """A Bokeh ``FunctionHandler`` body building a :class:`StatusPage` per session."""
 
     def make(doc: Document) -> None:
-        run_ref = None
         request = doc.session_context.request if doc.session_context is not None else None
-        if request is not None:
-            values = request.arguments.get("run") or []
-            if values:
-                raw = values[0]
-                run_ref = (raw.decode() if isinstance(raw, bytes) else str(raw)).strip() or None
-        StatusPage(doc, source_factory(), dashboard_prefix, run_ref)
+        arguments = request.arguments if request is not None else {}
+        StatusPage(doc, source_factory(), dashboard_prefix, _argument(arguments, "run"), _argument(arguments, "view"))
 
     return make

@@ -55,12 +55,17 @@ class StatusPlugin(SchedulerPlugin):
             max_runs=int(dask.config.get("daskflow.status.max-runs", 500)),
             max_log_lines=int(dask.config.get("daskflow.status.max-log-lines", 10_000)),
             max_task_runs=int(dask.config.get("daskflow.status.max-task-runs", 200_000)),
+            max_deployments=int(dask.config.get("daskflow.status.max-deployments", 5_000)),
         )
         scheduler.handlers[UPDATE_HANDLER] = self.update
         install_pages(scheduler)
 
     def update(self, batch: dict[str, Any], driver: str | None = None) -> None:
-        """The RPC drivers push batches to (on the scheduler's event loop)."""
+        """The RPC drivers and serve loops push batches to (on the scheduler's event loop).
+
+        ``driver`` is the pushing driver's client id; a serve loop pushes with
+        none (see :meth:`LiveRuns.update` for the batches).
+        """
         assert self.runs is not None
         self.runs.update(batch, client=driver)
 

@@ -3,7 +3,8 @@
 Both give the same records (those of :mod:`daskflow.pipeline.history`), so the
 page and the JSON routes have one code path. :class:`LiveSource` reads memory on
 the scheduler's event loop; :class:`HistorySource` reads a store, which blocks,
-so callers run it in a thread (``blocking`` says which).
+so callers run it in a thread (``blocking`` says which). Both also give the
+rows of the deployments view (:mod:`daskflow.status.deployments`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from ..deployments.registry import Registry
 from ..storage.records import History, run_ended
+from .deployments import attach_live_runs, deployment_rows
 from .state import LiveRuns
 
-__all__ = ["HistorySource", "LiveSource", "RunDetail", "RunSource"]
+__all__ = ["DEPLOYMENT_RUNS", "HistorySource", "LiveSource", "RunDetail", "RunSource"]
+
+#: Runs (the newest) a history's deployments view reads for last runs and waiting runs.
+DEPLOYMENT_RUNS = 2_000
+#: Seconds after which the deployments view is read again even if nothing else changed.
+DEPLOYMENTS_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,14 @@ class RunSource(Protocol):
 
     def version(self) -> Any: ...
 
+    def deployments(self) -> list[dict[str, Any]]:
+        """Rows of the deployments view, sorted by name."""
+        ...
+
+    def deployments_version(self) -> Any:
+        """Cheap: changes when :meth:`deployments` may have (and with time: fire times pass)."""
+        ...
+
 
 def _task_logs(lines: list[dict[str, Any]], task: str | None) -> list[dict[str, Any]]:
     if task is None:
@@ -125,6 +141,15 @@ class LiveSource:
         runs = self._runs()
         return (id(runs), runs.version)
 
+    def deployments(self) -> list[dict[str, Any]]:
+        runs = self._runs()
+        rows = attach_live_runs(runs.deployments(), runs.runs(), time.time())
+        return sorted(rows, key=lambda row: row.get("name") or "")
+
+    def deployments_version(self) -> Any:
+        runs = self._runs()
+        return (id(runs), runs.version, int(time.time() // DEPLOYMENTS_EVERY))
+
 
 class HistorySource:
     """Runs as recorded in a store's ``runs/`` folder (blocking reads).
@@ -140,8 +165,10 @@ class HistorySource:
         self.history = history
         self.poll_interval = poll_interval
         self.label = f"history in {history.store.url}"
+        self.registry = Registry(history.store)
         self._finished: dict[str, RunDetail] = {}
         self._lock = threading.Lock()
+        self._deployments: tuple[Any, list[dict[str, Any]]] = (None, [])
 
     def runs(self, **filters: Any) -> list[dict[str, Any]]:
         return self.history.runs(**filters)
@@ -184,3 +211,20 @@ class HistorySource:
         # page re-reads running runs on its own.
         return (len(self.history.entries()), time.time() // max(self.poll_interval, 1.0))
 
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every registered deployment with its last run among the newest
+        :data:`DEPLOYMENT_RUNS` runs (blocking: reads the store)."""
+        key = self.deployments_version()
+        with self._lock:
+            if self._deployments[0] == key:
+                return self._deployments[1]  # several sessions and the JSON route share one read
+        rows = deployment_rows(self.registry.all(), self.history.runs(limit=DEPLOYMENT_RUNS), time.time())
+        with self._lock:
+            self._deployments = (key, rows)
+        return rows
+
+    def deployments_version(self) -> Any:
+        # The registry's marker changes with every registration, pause and
+        # removal; new runs change the listing; time moves the fire times and
+        # brings Late marks (written beside a run, not in the listing).
+        return (self.registry.version(), len(self.history.entries()), int(time.time() // DEPLOYMENTS_EVERY))
