@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--folder", default=None, help="where the store and logs go (default: a temporary folder)")
     args = parser.parse_args()
 
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the cluster's processes are stopped below.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     folder = Path(args.folder or tempfile.mkdtemp(prefix="daskflow-serve-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     store_path = folder / "store"

@@ -407,3 +407,15 @@ def test_load_project_reports_field_errors_with_the_files_name(tmp_path):
     with pytest.raises(InvalidScheduleError) as info:
         load_project(folder / "daskflow.yaml")
     assert "daskflow.yaml" in str(info.value) and "schedules[0]" in str(info.value)
+
+
+def test_deployment_hooks_are_stored_by_name_and_must_be_importable_where_runs_go(tmp_path):
+    folder = _project(tmp_path, text=FLOWS + "\n\ndef alert(flow, flow_run, state):\n    pass\n")
+    nightly = _import(folder)
+    alert = sys.modules[nightly.fn.__module__].alert
+    store = Store(tmp_path / "store")
+    [record] = deploy(nightly.to_deployment("hooked", on_failure=alert, on_crashed=[alert, "json:dumps"]), storage=store)
+    assert record["hooks"] == {"on_failure": ["flows:alert"], "on_crashed": ["flows:alert", "json:dumps"]}
+    for bad, fragment in ((lambda f, r, s: None, "not a top-level function"), ("nowhere_module:alert", "neither in the flow's code"), (3, "takes functions")):
+        with pytest.raises(InvalidDeploymentError, match=fragment):
+            deploy(nightly.to_deployment("hooked", on_failure=bad), storage=store)

@@ -258,6 +258,41 @@ def test_hooks_run_on_the_driver(runner):
     assert sorted(events) == [("flow failed", "pipeline", "Failed"), ("task failed", "fail-0", "Failed"), ("task ok", "add-0", "Completed")]
 
 
+def test_crashed_and_cancelled_flows_call_their_own_hooks():
+    from daskflow import CancelledRun, CrashedError, SequentialTaskRunner
+
+    events = []
+
+    def hook(label):
+        return lambda fl, fr, state: events.append((label, fr.name.rsplit("-", 1)[0], state.name))
+
+    options = {
+        "task_runner": SequentialTaskRunner(), "on_completion": hook("completion"), "on_failure": hook("failure"),
+        "on_crashed": hook("crashed"), "on_cancellation": hook("cancellation"),
+    }
+
+    @flow(**options)
+    def crashing():
+        raise CrashedError("the machine went away")
+
+    @flow(**options)
+    def cancelled():
+        raise CancelledRun("stopped from the page")
+
+    @flow(**options)
+    def fine():
+        return 1
+
+    assert crashing(return_state=True).is_crashed()
+    assert cancelled(return_state=True).is_cancelled()
+    assert fine() == 1
+    assert events == [
+        ("failure", "crashing", "Crashed"), ("crashed", "crashing", "Crashed"),
+        ("cancellation", "cancelled", "Cancelled"),
+        ("completion", "fine", "Completed"),
+    ]
+
+
 def test_wait_and_as_completed(runner, tmp_path):
     @flow
     def pipeline(marker_dir: str):

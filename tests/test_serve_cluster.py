@@ -83,6 +83,16 @@ def broken(n: int = 1) -> None:
 @flow
 def quick(n: int = 1) -> int:
     return n
+
+
+def record_failure(flow, flow_run, state):
+    """A deployment's on_failure hook: runs on the worker that drove the flow."""
+    Path(flow_run.parameters["marker"], f"{flow_run.id}.failed").write_text(state.name)
+
+
+@flow
+def broken_marked(marker: str = "") -> None:
+    raise ValueError("broke with a marker")
 '''
 
 
@@ -100,7 +110,7 @@ def cluster(tmp_path_factory):
 def flows(tmp_path_factory):
     folder = tmp_path_factory.mktemp("project")
     (folder / "scheduled_flows.py").write_text(textwrap.dedent(FLOWS))
-    return {name: load_flow(f"{folder / 'scheduled_flows.py'}:{name}") for name in ("fan", "slow", "queries", "broken", "quick")}
+    return {name: load_flow(f"{folder / 'scheduled_flows.py'}:{name}") for name in ("fan", "slow", "queries", "broken", "quick", "broken_marked")}
 
 
 def _worker_addresses(cluster: DaskCLICluster) -> dict[str, str]:
@@ -386,3 +396,17 @@ def test_deployments_run_watch_follows_the_run_to_its_end(cluster, flows, tmp_pa
     failed = CliRunner().invoke(cli, ["deployments", "run", "on-demand", "-p", "n=oops", "--address", cluster.address, "--storage", str(store), "--watch"])
     assert failed.exit_code == 1
     assert "Failed" in failed.output
+
+
+def test_a_deployments_hook_runs_on_the_worker_from_the_snapshot(cluster, flows, tmp_path):
+    import sys as _sys
+
+    store = tmp_path / "store"
+    hook = _sys.modules[flows["broken_marked"].fn.__module__].record_failure
+    deploy(flows["broken_marked"].to_deployment("hooked", parameters={"marker": str(tmp_path)}, on_failure=hook), storage=str(store))
+    [record] = [r for r in __import__("daskflow").deployments.registry.Registry(Store(store)).all()]
+    assert record["hooks"] == {"on_failure": ["scheduled_flows:record_failure"]}
+    result = CliRunner().invoke(cli, ["deployments", "run", "hooked", "--address", cluster.address, "--storage", str(store), "--watch"])
+    assert result.exit_code == 1, result.output
+    [run] = _runs(store, "hooked")
+    assert (tmp_path / f"{run['id']}.failed").read_text() == "Failed"

@@ -63,7 +63,7 @@ def serve(address: str | None, storage: str | None, queues: tuple[str, ...], nam
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        click.echo(f"stopped; {len(loop.created)} run(s) created", err=True)
+        click.echo(f"stopped; {loop.created_count} run(s) created", err=True)
 
 
 # ---------------------------------------------------------------------- queues

@@ -85,6 +85,11 @@ class Deployment:
     catchup : str
         Slots the serve loop reached too late: ``"skip"`` them, run the
         ``"latest"`` one (default), or ``"all"`` of them, at most ``catchup_limit``.
+    on_completion, on_failure, on_crashed, on_cancellation : callable, str or list, optional
+        Hooks of this deployment's runs, called after the flow's own, on the
+        worker that ran the flow: ``hook(flow, flow_run, state)``. A function
+        defined at the top level of the flow's file or package (or of an
+        installed module), or its ``"module:function"`` name.
     """
 
     def __init__(
@@ -104,6 +109,10 @@ class Deployment:
         collision_strategy: str | None = None,
         catchup: str = "latest",
         catchup_limit: int = 10,
+        on_completion: Any = None,
+        on_failure: Any = None,
+        on_crashed: Any = None,
+        on_cancellation: Any = None,
     ) -> None:
         self.name = check_deployment_name(name)
         owner = f"deployment {name!r}"
@@ -135,6 +144,12 @@ class Deployment:
         if isinstance(catchup_limit, bool) or not isinstance(catchup_limit, int) or catchup_limit < 1:
             raise InvalidDeploymentError(f"{owner}: catchup_limit must be a whole number of 1 or more, got {catchup_limit!r}")
         self.catchup_limit = catchup_limit
+        self.hooks = {
+            kind: _check_hooks(owner, kind, value)
+            for kind, value in (("on_completion", on_completion), ("on_failure", on_failure), ("on_crashed", on_crashed),
+                                ("on_cancellation", on_cancellation))
+            if value
+        }
 
     @property
     def id(self) -> str:
@@ -153,6 +168,7 @@ class Deployment:
             entrypoint = self.entrypoint or _entrypoint_of(self.flow)
             return self.flow, entrypoint
         assert self.entrypoint is not None
+        locate_entrypoint(self._located_entrypoint())  # refuses a file named like a standard module before importing it
         try:
             flow = load_flow(self._located_entrypoint())
         except FlowImportError as exc:
@@ -179,6 +195,7 @@ class Deployment:
             detail = "; ".join(f"{e['field']}: {e['error']}" for e in exc.errors) or str(exc)
             raise InvalidDeploymentError(f"deployment {self.name!r}: parameters do not fit flow {flow.name!r}: {detail}") from None
         located = locate_entrypoint(self._located_entrypoint() if self.flow is None else entrypoint)
+        hooks = {kind: [_hook_reference(self.name, kind, hook, located) for hook in items] for kind, items in self.hooks.items()}
         ref, data = build_snapshot(located)
         try:
             previous = registry.get(self.name)
@@ -208,6 +225,7 @@ class Deployment:
             "collision_strategy": self.collision_strategy,
             "catchup": self.catchup,
             "catchup_limit": self.catchup_limit,
+            "hooks": hooks,
             "created": (previous or {}).get("created", now),
             "updated": now,
         }
@@ -321,6 +339,7 @@ def load_project(path: str | os.PathLike[str] = "daskflow.yaml") -> tuple[str | 
 _YAML_FIELDS = {
     "name", "entrypoint", "parameters", "tags", "description", "version", "schedules", "work_queue_name",
     "paused", "concurrency_limit", "collision_strategy", "catchup", "catchup_limit",
+    "on_completion", "on_failure", "on_crashed", "on_cancellation",
 }
 
 
@@ -464,6 +483,42 @@ def schedules_from_options(
             extra = {"anchor_date": anchor_date} if label == "interval" and anchor_date is not None else {}
             out.append(make_schedule(**{label: value}, timezone=timezone, **extra))
     return out
+
+
+def _check_hooks(owner: str, kind: str, value: Any) -> tuple[Any, ...]:
+    hooks = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    for hook in hooks:
+        if not (callable(hook) or (isinstance(hook, str) and ":" in hook)):
+            raise InvalidDeploymentError(f"{owner}: {kind} takes functions or 'module:function' names, got {hook!r}")
+    return hooks
+
+
+def _hook_reference(name: str, kind: str, hook: Any, located: Any) -> str:
+    """``module:function`` of a deployment hook, checked to be importable where runs go."""
+    owner = f"deployment {name!r}: {kind}"
+    if isinstance(hook, str):
+        module_name, _, attr = hook.rpartition(":")
+    else:
+        module_name, attr = getattr(hook, "__module__", "") or "", getattr(hook, "__qualname__", "") or ""
+        if module_name == "__main__" or os.path.abspath(getattr(sys.modules.get(module_name), "__file__", "") or "") == located.file:
+            module_name = located.module  # the flow's own file, as workers import it from the snapshot
+    if not attr.isidentifier():
+        raise InvalidDeploymentError(f"{owner}: {hook!r} is not a top-level function; define it at the top level of the flow's file")
+    top = module_name.split(".")[0]
+    in_snapshot = top == located.module.split(".")[0]
+    if not in_snapshot:
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(module_name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise InvalidDeploymentError(
+                f"{owner}: module {module_name!r} of hook {attr!r} is neither in the flow's code nor installed; "
+                "define the hook in the flow's file or package"
+            )
+    return f"{module_name}:{attr}"
 
 
 def _entrypoint_of(flow: Any) -> str:

@@ -353,6 +353,25 @@ def run_scheduled_flow(store: Store, request: RunRequest) -> dict[str, Any]:
         return _summary("CANCELLED", "Cancelled", message, request)
 
 
+def _deployment_hooks(flow: Any, deployment: dict[str, Any], request: RunRequest) -> dict[str, Any]:
+    """The deployment's hooks added after the flow's own (``with_options`` changes)."""
+    import importlib
+
+    changes: dict[str, Any] = {}
+    for kind, references in (deployment.get("hooks") or {}).items():
+        hooks = []
+        for reference in references:
+            module_name, _, attr = reference.rpartition(":")
+            try:
+                hooks.append(getattr(importlib.import_module(module_name), attr))
+            except Exception as exc:  # a hook reports on the run; it must not stop it
+                logger.error("Flow run %r - hook %s of deployment %r cannot be loaded: %s: %s", request.name, reference,
+                             deployment["name"], type(exc).__name__, exc)
+        if hooks:
+            changes[kind] = (*getattr(flow, kind), *hooks)
+    return changes
+
+
 def _run_flow(store: Store, request: RunRequest, writer: RunWriter) -> dict[str, Any]:
     from ..runners.dask import DaskTaskRunner
     from .snapshot import CodeRef, load_snapshot_flow
@@ -368,7 +387,7 @@ def _run_flow(store: Store, request: RunRequest, writer: RunWriter) -> dict[str,
         logger.error("Flow run %r - %s", request.name, message)
         finish_unstarted(store, request, Failed(message, data=exc))
         return _summary("FAILED", "Failed", message, request)
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = _deployment_hooks(flow, deployment, request)
     if flow.task_runner is None or isinstance(flow.task_runner, DaskTaskRunner):
         # On the cluster the run is on: its tasks are Dask tasks of the same queue.
         changes["task_runner"] = DaskTaskRunner(resources=request.resources)

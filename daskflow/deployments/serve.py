@@ -73,6 +73,8 @@ logger = logging.getLogger("daskflow.deployments")
 CURSOR_INTERVAL = 30.0
 #: Enumerating missed slots stops after this many (a minutely schedule down a year).
 MAX_MISSED_SCAN = 100_000
+#: Runs :attr:`Serve.created` remembers.
+CREATED_KEPT = 10_000
 
 
 def _seconds(name: str, default: float) -> float:
@@ -224,8 +226,10 @@ class Serve:
         self._workers: tuple[float, dict[str, Any]] = (-1.0, {})
         self._pool = None if store.local or store.protocol == "memory" else ThreadPoolExecutor(16, thread_name_prefix="daskflow-serve")
         self._subscribed = False
-        #: Every run this loop created, in order (for tests and the CLI's output).
-        self.created: list[RunRequest] = []
+        #: The runs this loop created, in order: the last CREATED_KEPT of them
+        #: (a loop runs for months); ``created_count`` counts them all.
+        self.created: deque[RunRequest] = deque(maxlen=CREATED_KEPT)
+        self.created_count = 0
         #: Records of runs just created, until they are tracked.
         self._records: dict[str, dict[str, Any]] = {}
         #: What the live status page has not been shown yet: the deployments'
@@ -475,6 +479,7 @@ class Serve:
         for request, future in zip(requests, futures):
             self._track(request, future)
             self.created.append(request)
+            self.created_count += 1
             logger.info(
                 "deployment %r: created run %r for %s (queue %s)",
                 request.deployment["name"], request.name, _format_slot(request.scheduled_time), request.queue,
@@ -684,7 +689,7 @@ class Serve:
         return ""
 
     def _write_cursors(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock.now()  # the loop's clock: _next_wake compares with it
         if not force and now - self._last_cursor_write < CURSOR_INTERVAL:
             return
         self._last_cursor_write = now

@@ -71,12 +71,22 @@ def _import_file(path: str) -> Any:
         raise InvalidOptionError(f"flow file {path!r} does not exist; give PATH.py:FLOW, e.g. examples/quickstart.py:pipeline")
     name = os.path.splitext(os.path.basename(full))[0]
     existing = sys.modules.get(name)
-    if existing is not None and os.path.abspath(getattr(existing, "__file__", "") or "") == full:
-        return existing  # imported already (a deployment registered twice in one process)
+    if existing is not None:
+        if os.path.abspath(getattr(existing, "__file__", "") or "") == full:
+            return existing  # imported already (a deployment registered twice in one process)
+        if not getattr(existing, "__daskflow_flow_file__", False):
+            # Importing it under its name would replace that module for everyone in
+            # this process (a json.py would break every later json.dumps). Another
+            # flow file of that name, imported here before, may be replaced.
+            raise InvalidOptionError(
+                f"flow file {path!r} is named like the module {name!r} already imported from "
+                f"{getattr(existing, '__file__', None) or 'Python itself'}; rename the file"
+            )
     spec = importlib.util.spec_from_file_location(name, full)
     if spec is None or spec.loader is None:
         raise InvalidOptionError(f"cannot load {path!r} as Python; give a .py file")
     module = importlib.util.module_from_spec(spec)
+    module.__daskflow_flow_file__ = True  # type: ignore[attr-defined]
     # Its siblings import as they would under `python PATH.py`.
     sys.path.insert(0, os.path.dirname(full))
     sys.modules[name] = module

@@ -191,6 +191,7 @@ class Flow(Generic[P, R]):
         catchup: str = "latest",
         catchup_limit: int = 10,
         entrypoint: str | None = None,
+        **hooks: Any,
     ) -> Any:
         """A :class:`~daskflow.Deployment` of this flow, to register with :func:`daskflow.deploy`.
 
@@ -199,7 +200,9 @@ class Flow(Generic[P, R]):
         applies to them (``anchor_date`` to intervals). The flow must be defined at
         the top level of a file: that file (or the package it is in) is what
         workers run, from a snapshot stored at registration. See
-        :class:`~daskflow.Deployment` for the other options.
+        :class:`~daskflow.Deployment` for the other options (and the
+        ``on_completion``, ``on_failure``, ``on_crashed`` and
+        ``on_cancellation`` hooks a deployment may add).
 
         Examples
         --------
@@ -217,7 +220,7 @@ class Flow(Generic[P, R]):
         return Deployment(
             name=name, entrypoint=entrypoint, flow=self, parameters=parameters, tags=tags, description=description,
             version=version, schedules=made, work_queue_name=work_queue_name, paused=paused, concurrency_limit=concurrency_limit,
-            collision_strategy=collision_strategy, catchup=catchup, catchup_limit=catchup_limit,
+            collision_strategy=collision_strategy, catchup=catchup, catchup_limit=catchup_limit, **hooks,
         )
 
     def serve(self, name: str | None = None, *, storage: Any = None, address: str | None = None, **options: Any) -> None:

@@ -111,9 +111,9 @@ class LiveRuns:
         rows = batch.get("deployments")
         waiting = batch.get("runs")
         record = batch.get("run")
-        if rows is not None and (not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows)):
+        if rows is not None and (not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows)):
             raise InvalidOptionError("a status batch's deployments must be a list of rows with a name")
-        if waiting is not None and (not isinstance(waiting, list) or not all(_has_id(r) for r in waiting)):
+        if waiting is not None and (not isinstance(waiting, (list, tuple)) or not all(_has_id(r) for r in waiting)):
             raise InvalidOptionError("a status batch's runs must be a list of run records with an id")
         if record is None and (rows is not None or waiting is not None):
             self._merge_serve_loop(rows, waiting or [])
