@@ -410,3 +410,18 @@ def test_a_deployments_hook_runs_on_the_worker_from_the_snapshot(cluster, flows,
     assert result.exit_code == 1, result.output
     [run] = _runs(store, "hooked")
     assert (tmp_path / f"{run['id']}.failed").read_text() == "Failed"
+
+
+def test_sigterm_stops_serve_between_passes_without_a_half_created_run(cluster, flows, tmp_path):
+    store = tmp_path / "store"
+    deploy(*(flows["quick"].to_deployment(f"burst-{i}", interval=1, parameters={"n": i}) for i in range(40)), storage=str(store))
+    process = _start_serve(cluster, store, tmp_path / "serve.log")
+    try:
+        wait_until(lambda: len(_fires(store)) >= 80, 60, 0.05, "two seconds of slots")
+        time.sleep(0.37)  # somewhere inside a second: a pass may be firing
+    finally:
+        assert _stop(process) == 0  # a clean exit, within the wait
+    fires = _fires(store)
+    missing = [f["run_id"] for f in fires if not (store / "runs" / f["folder"] / "run.json").exists()]
+    assert not missing, f"{len(missing)} of {len(fires)} fired slots have no run"
+    assert "stopped;" in (tmp_path / "serve.log").read_text()
