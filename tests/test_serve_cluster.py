@@ -425,3 +425,27 @@ def test_sigterm_stops_serve_between_passes_without_a_half_created_run(cluster, 
     missing = [f["run_id"] for f in fires if not (store / "runs" / f["folder"] / "run.json").exists()]
     assert not missing, f"{len(missing)} of {len(fires)} fired slots have no run"
     assert "stopped;" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_concurrency_slot_held_by_a_worker_that_dies_is_given_back(flows, tmp_path, monkeypatch):
+    # Leases expire 3 s after their holder stops refreshing them (distributed's default is 30 s).
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT", "3s")
+    (tmp_path / "cluster").mkdir()
+    cluster = DaskCLICluster(tmp_path / "cluster")
+    try:
+        store = tmp_path / "store"
+        marker = str(tmp_path / "marks")
+        deploy(flows["slow"].to_deployment("one-slot", parameters={"seconds": 6.0, "marker": marker}, concurrency_limit=1), storage=str(store))
+        runner = CliRunner()
+        args = ["deployments", "run", "one-slot", "--address", cluster.address, "--storage", str(store), "--no-watch"]
+        assert runner.invoke(cli, args).exit_code == 0
+        holder = wait_until(lambda: [r for r in _runs(store, "one-slot") if r["state"]["name"] == "Running"], 60, 0.1, "the first run holding the slot")[0]
+        assert runner.invoke(cli, args).exit_code == 0
+        wait_until(lambda: [r for r in _runs(store, "one-slot") if "waiting for a free slot" in r["state"].get("message", "")], 60, 0.1,
+                   "the second run waiting for the slot")
+        os.kill(holder["pid"], signal.SIGKILL)  # the worker process driving the first run, with its lease
+        done = wait_until(lambda: len([r for r in _runs(store, "one-slot") if r["state"]["name"] == "Completed"]) == 2, 120, 0.3,
+                          "both runs to complete")
+        assert done
+    finally:
+        cluster.close()
