@@ -11,7 +11,7 @@ import os
 import dask.config
 import yaml
 
-__all__ = ["DEFAULTS_FILE", "log_level"]
+__all__ = ["DEFAULTS_FILE", "log_level", "seconds"]
 
 DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "daskflow.yaml")
 
@@ -40,3 +40,25 @@ def log_level() -> int:
             "(dask.config.set({'daskflow.logging.level': 'INFO'}) or DASK_DASKFLOW__LOGGING__LEVEL=INFO)"
         )
     return level
+
+
+def seconds(key: str, default: float) -> float:
+    """The configured number of seconds at ``key`` (``daskflow.history.heartbeat``).
+
+    Raises
+    ------
+    InvalidOptionError
+        If it is not a finite number of 0 or more, naming the key and an example.
+    """
+    import math
+
+    from .exceptions import InvalidOptionError
+
+    value = dask.config.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise InvalidOptionError(f"{key} is {value!r}; give a number of seconds of 0 or more, like {default}")
+    return number

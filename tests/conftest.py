@@ -66,6 +66,17 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message
         time.sleep(interval)
 
 
+def tick_together(loops) -> None:
+    """One pass of every serve loop at once, each in its own thread (loops racing for slots)."""
+    import threading
+
+    threads = [threading.Thread(target=loop.tick) for loop in loops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 @pytest.fixture(scope="session")
 def threads_cluster():
     from distributed import LocalCluster

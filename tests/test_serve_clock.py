@@ -26,7 +26,7 @@ from daskflow.deployments.registry import Registry
 from daskflow.deployments.serve import ManualClock, Serve
 from daskflow.pipeline.entrypoints import load_flow
 
-from .conftest import wait_until
+from .conftest import tick_together, wait_until
 
 NY = ZoneInfo("America/New_York")
 UTC = timezone.utc
@@ -205,11 +205,7 @@ def test_two_loops_on_one_store_fire_each_slot_once(tmp_path, client, job):
     try:
         for _ in range(15):
             clock.advance(60)
-            threads = [threading.Thread(target=loop.tick) for loop in loops]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            tick_together(loops)
     finally:
         for loop in loops:
             loop.close()

@@ -428,14 +428,16 @@ def test_sigterm_stops_serve_between_passes_without_a_half_created_run(cluster, 
 
 
 def test_a_concurrency_slot_held_by_a_worker_that_dies_is_given_back(flows, tmp_path, monkeypatch):
-    # Leases expire 3 s after their holder stops refreshing them (distributed's default is 30 s).
+    # Leases expire 3 s after their holder stops refreshing them, checked every second
+    # (distributed's defaults: 30 s, checked every 10 s).
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT", "3s")
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL", "1s")
     (tmp_path / "cluster").mkdir()
     cluster = DaskCLICluster(tmp_path / "cluster")
     try:
         store = tmp_path / "store"
         marker = str(tmp_path / "marks")
-        deploy(flows["slow"].to_deployment("one-slot", parameters={"seconds": 6.0, "marker": marker}, concurrency_limit=1), storage=str(store))
+        deploy(flows["slow"].to_deployment("one-slot", parameters={"seconds": 4.0, "marker": marker}, concurrency_limit=1), storage=str(store))
         runner = CliRunner()
         args = ["deployments", "run", "one-slot", "--address", cluster.address, "--storage", str(store), "--no-watch"]
         assert runner.invoke(cli, args).exit_code == 0

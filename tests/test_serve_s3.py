@@ -5,7 +5,6 @@ the code snapshot in the bucket, history, the CLI."""
 from __future__ import annotations
 
 import textwrap
-import threading
 from datetime import datetime, timezone
 
 import dask
@@ -18,7 +17,7 @@ from daskflow.deployments.registry import Registry
 from daskflow.deployments.serve import ManualClock, Serve
 from daskflow.pipeline.entrypoints import load_flow
 
-from .conftest import wait_until
+from .conftest import tick_together, wait_until
 from .s3 import bucket_keys
 
 pytestmark = pytest.mark.slow
@@ -58,11 +57,7 @@ def test_deployments_on_s3_fire_each_slot_once_and_run_from_the_snapshot_in_the_
         try:
             for _ in range(4):
                 clock.advance(60)
-                threads = [threading.Thread(target=loop.tick) for loop in loops]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
+                tick_together(loops)
             made = [r for loop in loops for r in loop.created]
             assert sorted(r.scheduled_time for r in made) == [start.timestamp() + 60 * i for i in range(1, 5)]
             # The runs execute now on the worker processes, from the zip in the bucket.

@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-import dask.config
-
+from .. import config
 from ..exceptions import InvalidOptionError, StorageError
 from ..storage.records import ACTIVE, RUNS, RunWriter, run_ended
 from ..storage.store import Store
@@ -73,19 +72,14 @@ logger = logging.getLogger("daskflow.deployments")
 CURSOR_INTERVAL = 30.0
 #: Enumerating missed slots stops after this many (a minutely schedule down a year).
 MAX_MISSED_SCAN = 100_000
+#: Seconds before a pass that failed unexpectedly is tried again.
+RETRY_AFTER = 5.0
 #: Runs :attr:`Serve.created` remembers.
 CREATED_KEPT = 10_000
 
 
 def _seconds(name: str, default: float) -> float:
-    value = dask.config.get(f"daskflow.deployments.{name}", default)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"daskflow.deployments.{name} is {value!r}; give a number of seconds like {default}") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidOptionError(f"daskflow.deployments.{name} is {value!r}; give a number of seconds of 0 or more, like {default}")
-    return seconds
+    return config.seconds(f"daskflow.deployments.{name}", default)
 
 
 class Clock:
@@ -243,7 +237,13 @@ class Serve:
         self.start()
         try:
             while not self._stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # a transient failure (the scheduler restarting): the next pass tries again
+                    logger.exception("a pass of the serve loop failed; trying again in %g s", RETRY_AFTER)
+                    self._wake.clear()
+                    self.clock.sleep(self._wake, RETRY_AFTER)
+                    continue
                 if self._stop.is_set():
                     break
                 self._wake.clear()

@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 import dask.config
 
-from ..exceptions import InvalidOptionError, StorageError
+from .. import config
+from ..exceptions import StorageError
 from ..masking import mask, mask_value
 from ..storage.records import FORMAT, History, RunWriter
 from ..storage.store import Store
@@ -45,12 +46,7 @@ def history_enabled() -> bool:
 
 
 def _seconds(name: str, default: float) -> float:
-    value = dask.config.get(f"daskflow.history.{name}", default)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"daskflow.history.{name} is {value!r}; give a number of seconds like {default}") from None
-    return max(seconds, 0.01)
+    return max(config.seconds(f"daskflow.history.{name}", default), 0.01)
 
 
 def state_record(state: State) -> dict[str, Any]:
