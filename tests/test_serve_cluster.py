@@ -451,3 +451,29 @@ def test_a_concurrency_slot_held_by_a_worker_that_dies_is_given_back(flows, tmp_
         assert done
     finally:
         cluster.close()
+
+
+def test_flow_serve_registers_and_serves_from_its_own_process_until_sigterm(cluster, tmp_path):
+    store = tmp_path / "store"
+    script = tmp_path / "serve_me.py"
+    script.write_text(textwrap.dedent(f'''
+        from daskflow import flow
+
+        @flow
+        def heartbeat(n: int = 1) -> int:
+            return n
+
+        if __name__ == "__main__":
+            heartbeat.serve("heartbeat", interval=1, parameters={{"n": 7}}, storage={str(store)!r}, address={cluster.address!r})
+    '''))
+    process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=worker_env(), stdout=open(tmp_path / "serve.log", "wb"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: _finished(store, "heartbeat", 2), 120, 0.2, "two completed runs of the served flow")
+    finally:
+        assert _stop(process) == 0
+    runs = _finished(store, "heartbeat", 2)
+    assert all(r["state"]["name"] == "Completed" and r["parameters"] == {"n": 7} for r in runs)
+    from daskflow.deployments.registry import Registry
+
+    assert Registry(Store(store)).get("heartbeat")["entrypoint"].endswith("serve_me.py:heartbeat")
