@@ -76,11 +76,7 @@ def _waiting_runs(store: Any) -> list[dict[str, Any]]:
     """Scheduled and Late runs of deployments (from the ``active/`` listing)."""
     from ..storage.records import History
 
-    history = History(store)
-    active = set(store.children("active"))
-    entries = [e for e in history.entries() if e.folder in active]
-    records = [r for r in history._read_runs(entries) if r is not None]
-    return [r for r in records if r.get("deployment_id") and r.get("state", {}).get("type") == "SCHEDULED"]
+    return [r for r in History(store).active_runs() if r.get("deployment_id") and r.get("state", {}).get("type") == "SCHEDULED"]
 
 
 def _workers_by_queue(address: str | None) -> dict[str, list[str]] | None:

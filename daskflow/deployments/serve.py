@@ -45,7 +45,7 @@ from typing import Any, Iterable
 
 from .. import config
 from ..exceptions import InvalidOptionError, StorageError
-from ..storage.records import ACTIVE, RUNS, RunWriter, run_ended
+from ..storage.records import RUNS, RunWriter
 from ..storage.store import Store
 from .deployment import DEFAULT_QUEUE
 from .launch import (
@@ -539,23 +539,15 @@ class Serve:
         task the cluster lost, starts; a run already on the cluster is joined
         (the same key), not started twice.
         """
+        from ..storage.records import History
+
         try:
-            folders = self.store.children(ACTIVE)
-            records = self.store.get_many([f"{RUNS}/{f}/run.json" for f in folders])
+            records = History(self.store).active_runs()
         except (StorageError, OSError) as exc:
             logger.warning("cannot list the unfinished runs in %s: %s", self.store.url, exc)
             return
-        import json
-
-        for folder in folders:
-            data = records.get(f"{RUNS}/{folder}/run.json")
-            if data is None:
-                continue
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue
-            if not record.get("deployment_id") or run_ended(record):
+        for record in records:
+            if not record.get("deployment_id"):
                 continue
             # Only runs not started carry their request; a started one is driven
             # by its worker (and marked Crashed by the history sweep if that dies).

@@ -288,6 +288,14 @@ class History:
                     return out
         return out
 
+    def active_runs(self) -> list[dict[str, Any]]:
+        """The records of the runs not finished yet (listed under ``active/``): one
+        listing and one concurrent read, however long the history. Scheduled runs
+        are shown Late when marked so."""
+        active = set(self.store.children(ACTIVE))
+        entries = [e for e in self.entries() if e.folder in active] if active else []
+        return [r for r in self._read_runs(entries) if r is not None and not run_ended(r)]
+
     def run(self, entry: RunEntry) -> dict[str, Any]:
         """The flow-run record of ``entry`` (with a stale run shown Crashed)."""
         record = self._read_runs([entry])[0]
