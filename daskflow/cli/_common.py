@@ -94,33 +94,22 @@ def open_store(url: str | None) -> Any:
 
 @contextlib.contextmanager
 def cluster_client(address: str | None) -> Iterator[Any]:
-    """A :class:`distributed.Client` of the scheduler at ``address``, or of a
-    LocalCluster on 127.0.0.1 started here (and closed on exit).
+    """:func:`daskflow.runners.dask.cluster_client` for a command.
 
     Raises
     ------
     CLIError
         If the scheduler cannot be reached (exit code 1).
     """
-    from distributed import Client, LocalCluster
+    from ..exceptions import RunnerError
+    from ..runners.dask import cluster_client as connect
 
-    from ..runners.dask import LOCAL_CLUSTER_DEFAULTS
-
-    if address is None:
-        with LocalCluster(**{**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"}) as cluster, Client(cluster, set_as_default=False) as client:
-            yield client
-        return
-    try:
-        client = Client(address, set_as_default=False, timeout="20s")
-    except (OSError, TimeoutError) as exc:
-        raise CLIError(
-            f"cannot connect to the Dask scheduler at {address!r} ({exc}); start one with `dask scheduler` or check --address",
-            EXIT_FAILED,
-        ) from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(connect(address))
+        except RunnerError as exc:
+            raise CLIError(f"{exc} (--address)", EXIT_FAILED) from None
         yield client
-    finally:
-        client.close()
 
 
 def echo_json(value: Any) -> None:

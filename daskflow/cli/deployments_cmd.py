@@ -43,18 +43,6 @@ def _get(registry: Any, name: str) -> dict[str, Any]:
         raise CLIError(str(exc), EXIT_FAILED) from None
 
 
-def _last_runs(storage_store: Any, limit: int = 500) -> dict[str, dict[str, Any]]:
-    """The newest run of each deployment among the last ``limit`` runs."""
-    from ..storage.records import History
-
-    last: dict[str, dict[str, Any]] = {}
-    for record in History(storage_store).runs(limit=limit):
-        deployment = record.get("deployment_id")
-        if deployment and deployment not in last:
-            last[deployment] = record
-    return last
-
-
 # ---------------------------------------------------------------------- deploy
 @click.command("deploy")
 @click.argument("names", nargs=-1, metavar="[NAME ...]")
@@ -119,38 +107,30 @@ def deployments() -> None:
 def deployments_ls(storage: str | None, as_json: bool) -> None:
     """List deployments with their schedules, next and last runs."""
     from ..exceptions import StorageError
+    from ..status.deployments import store_rows
 
     registry = _registry(storage)
     try:
         records = registry.all()
-        last = _last_runs(registry.store) if records else {}
+        # The page's rows: schedules in words, next fire times, the last run that started.
+        rows = store_rows(registry.store, records)
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
-    now = time.time()
     if as_json:
-        echo_json([
-            {**r, "next_runs": next_slots(r, now), "last_run": _brief(last.get(r["id"]))} for r in records
-        ])
+        echo_json([{**r, "next_runs": row["next_runs"], "last_run": row["last_run"]} for r, row in zip(records, rows)])
         return
     if not records:
         click.echo(f"No deployments in {registry.store.url}; register one with `daskflow deploy` or flow.to_deployment(...)")
         return
-    rows = []
-    for r in records:
-        nxt = next_slots(r, now, count=1)
-        run = last.get(r["id"])
-        rows.append([
-            r["name"], r["flow_name"], "; ".join(s.describe() for s in record_schedules(r)) or "-", r.get("work_queue_name"),
-            "yes" if r.get("paused") else "", format_time(nxt[0]) if nxt else "-",
-            f"{run['state']['name']} {format_time(run.get('start_time') or run.get('created'))}" if run else "-",
+    table = []
+    for row in rows:
+        run = row["last_run"]
+        table.append([
+            row["name"], row["flow"], row["schedules"], row["queue"], "yes" if row["paused"] else "",
+            format_time(row["next_runs"][0]) if row["next_runs"] else "-",
+            f"{run['state_name']} {format_time(run['time'])}" if run else "-",
         ])
-    click.echo(format_table(["NAME", "FLOW", "SCHEDULES", "QUEUE", "PAUSED", "NEXT RUN", "LAST RUN"], rows, max_width=100))
-
-
-def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    if record is None:
-        return None
-    return {"id": record["id"], "name": record.get("name"), "state": record["state"].get("name"), "start_time": record.get("start_time")}
+    click.echo(format_table(["NAME", "FLOW", "SCHEDULES", "QUEUE", "PAUSED", "NEXT RUN", "LAST RUN"], table, max_width=100))
 
 
 @deployments.command("inspect")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from typing import Any
 
@@ -55,14 +54,9 @@ def serve(address: str | None, storage: str | None, queues: tuple[str, ...], nam
             loop = Serve(store, client, names=names or None, queues=queues or None)
         except InvalidOptionError as exc:
             raise CLIError(str(exc)) from None
-        previous = {signum: signal.signal(signum, lambda *_: loop.stop()) for signum in (signal.SIGINT, signal.SIGTERM)}
         where = address or f"a local cluster ({client.dashboard_link})"
         click.echo(f"serving deployments of {store.url} on {where}; stop with Ctrl-C", err=True)
-        try:
-            loop.run()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        loop.run_until_signalled()
         click.echo(f"stopped; {loop.created_count} run(s) created", err=True)
 
 

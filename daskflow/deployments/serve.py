@@ -253,6 +253,21 @@ class Serve:
         finally:
             self.close()
 
+    def run_until_signalled(self) -> None:
+        """:meth:`run`, stopped by SIGINT (Ctrl-C) or SIGTERM when called from the
+        main thread (their previous handlers come back afterwards)."""
+        import signal
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, lambda *_: self.stop())
+        try:
+            self.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
     def start(self) -> None:
         """Listen for run starts and adopt the runs a previous loop left unfinished."""
         if not self._subscribed:
@@ -367,15 +382,14 @@ class Serve:
         logger.info("serving %d deployment(s) with %d schedule(s) from %s", len(wanted), len(entries), self.store.url)
 
     def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The deployments view's rows, with their last runs from recent history."""
-        from ..status.deployments import deployment_rows
-        from ..storage.records import History
+        """The deployments view's rows, with their last runs from recent history
+        (without them if the history cannot be read now)."""
+        from ..status.deployments import deployment_rows, store_rows
 
         try:
-            recent = History(self.store).runs(limit=500) if records else []
+            return store_rows(self.store, records)
         except (StorageError, OSError):
-            recent = []
-        return deployment_rows(records, recent)
+            return deployment_rows(records, [])
 
     # ---------------------------------------------------------------- fire
     def _fire_due(self, now: float) -> list[RunRequest]:
@@ -719,33 +733,13 @@ def serve(*deployments: Any, storage: Store | str | None = None, address: str | 
     stops the loop between passes; runs already on the cluster go on (on a
     LocalCluster started here, they stop with it).
     """
-    import signal
-
-    from ..runners.dask import LOCAL_CLUSTER_DEFAULTS
+    from ..runners.dask import cluster_client
     from ..storage.store import resolve_store
     from .deployment import deploy
 
     store = resolve_store(storage)
     records = deploy(*deployments, storage=store)
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if address is None:
-        cluster = LocalCluster(**{**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"})
-        client = Client(cluster, set_as_default=False)
-    else:
-        client = Client(address, set_as_default=False)
-    loop = Serve(store, client, names=[r["name"] for r in records], queues=queues)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: loop.stop())
-    try:
+    with cluster_client(address) as client:
+        loop = Serve(store, client, names=[r["name"] for r in records], queues=queues)
         logger.info("serving %s from %s; stop with Ctrl-C", ", ".join(repr(r["name"]) for r in records), store.url)
-        loop.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        loop.run_until_signalled()

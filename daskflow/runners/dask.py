@@ -38,7 +38,7 @@ from .execute import (
     load_stored,
 )
 
-__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "ensure_seceded", "hold_slots", "in_worker_task"]
+__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "cluster_client", "ensure_seceded", "hold_slots", "in_worker_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,32 @@ class _Publisher:
                 return
             # Queued before the end report can be: the end waits for this lock.
             self.worker.log_event(REPORT_TOPIC, self.start)
+
+
+@contextlib.contextmanager
+def cluster_client(address: str | None) -> Iterator[Any]:
+    """A :class:`distributed.Client` of the scheduler at ``address``, or of a
+    LocalCluster on 127.0.0.1 started for the block (and closed after it).
+
+    Raises
+    ------
+    RunnerError
+        If the scheduler at ``address`` cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if address is None:
+        with LocalCluster(**{**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"}) as cluster, Client(cluster, set_as_default=False) as client:
+            yield client
+        return
+    try:
+        client = Client(address, set_as_default=False, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise RunnerError(f"cannot connect to the Dask scheduler at {address!r} ({exc}); start one with `dask scheduler` or check the address") from exc
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def in_worker_task() -> bool:

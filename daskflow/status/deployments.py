@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["attach_live_runs", "deployment_rows", "is_waiting", "publish"]
+__all__ = ["RECENT_RUNS", "attach_live_runs", "deployment_rows", "is_waiting", "publish", "store_rows"]
 
 logger = logging.getLogger("daskflow.status")
 
+#: Runs read (newest first) to find each deployment's last run.
+RECENT_RUNS = 2_000
 #: Next fire times per row.
 NEXT_SHOWN = 3
 #: Characters kept of user text in a row (descriptions, parameters): a row is a table cell.
@@ -197,6 +199,17 @@ def deployment_rows(
     now = time.time() if now is None else now
     runs_of = _by_deployment(runs)
     return [_row(record, runs_of.get(record.get("id"), []), now) for record in records]
+
+
+def store_rows(store: Any, records: Sequence[Mapping[str, Any]] | None = None, now: float | None = None) -> list[dict[str, Any]]:
+    """:func:`deployment_rows` of the deployments registered in ``store`` (or of
+    ``records``, read from it already), with last runs from its newest
+    :data:`RECENT_RUNS` runs. Blocking: it reads the store."""
+    from ..deployments.registry import Registry
+    from ..storage.records import History
+
+    records = Registry(store).all() if records is None else records
+    return deployment_rows(records, History(store).runs(limit=RECENT_RUNS) if records else [], now)
 
 
 def attach_live_runs(rows: Iterable[Mapping[str, Any]], runs: Iterable[Mapping[str, Any]], now: float | None = None) -> list[dict[str, Any]]:

@@ -16,13 +16,11 @@ from typing import Any, Callable, Protocol
 
 from ..deployments.registry import Registry
 from ..storage.records import History, run_ended
-from .deployments import attach_live_runs, deployment_rows
+from .deployments import attach_live_runs, store_rows
 from .state import LiveRuns
 
-__all__ = ["DEPLOYMENT_RUNS", "HistorySource", "LiveSource", "RunDetail", "RunSource"]
+__all__ = ["HistorySource", "LiveSource", "RunDetail", "RunSource"]
 
-#: Runs (the newest) a history's deployments view reads for last runs and waiting runs.
-DEPLOYMENT_RUNS = 2_000
 #: Seconds after which the deployments view is read again even if nothing else changed.
 DEPLOYMENTS_EVERY = 10.0
 
@@ -213,12 +211,12 @@ class HistorySource:
 
     def deployments(self) -> list[dict[str, Any]]:
         """Every registered deployment with its last run among the newest
-        :data:`DEPLOYMENT_RUNS` runs (blocking: reads the store)."""
+        :data:`~daskflow.status.deployments.RECENT_RUNS` runs (blocking: reads the store)."""
         key = self.deployments_version()
         with self._lock:
             if self._deployments[0] == key:
                 return self._deployments[1]  # several sessions and the JSON route share one read
-        rows = deployment_rows(self.registry.all(), self.history.runs(limit=DEPLOYMENT_RUNS), time.time())
+        rows = store_rows(self.history.store)
         with self._lock:
             self._deployments = (key, rows)
         return rows
