@@ -8,6 +8,13 @@ the best setting, refits it on all the data, and writes the CV table, a metrics
 JSON and the best model next to the results. Every fitted model is a stored task
 result, so a second run reuses all of them and says so.
 
+The published files are a side effect outside the store's entries, so they are
+written the way such a task must be: under a folder named by what determines
+them (the CV table, the seed, the folds), never at fixed paths. A cached
+``publish`` then returns paths that still hold its own files, whatever other runs
+published since; the flow body (which runs every time) points
+``hpo_kfold/latest.json`` at the run's folder.
+
 Run it (it starts a LocalCluster on 127.0.0.1 and stores in ./.daskflow)::
 
     python examples/hpo_kfold.py
@@ -19,6 +26,7 @@ It prints where the status page, the results and the artifacts are.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -56,7 +64,7 @@ GRID: list[tuple[str, dict[str, Any]]] = [
     *[("random_forest", {"n_estimators": n, "max_depth": d}) for n in (100, 200) for d in (None, 12)],
     *[("knn", {"n_neighbors": k}) for k in (1, 3, 5, 9)],
 ]
-#: Where the published files go, under the store's root.
+#: Where the published files go, under the store's root: one folder per result.
 OUTPUT_PREFIX = "hpo_kfold"
 
 
@@ -138,27 +146,42 @@ def refit(table: list[dict[str, Any]], data: tuple[np.ndarray, np.ndarray], seed
 
 
 @task
-def publish(store_url: str | None, table: list[dict[str, Any]], model: Any, folds: int) -> dict[str, str]:
-    """Writes the CV table, the metrics and the best model as plain files next to the results."""
+def publish(store_url: str | None, table: list[dict[str, Any]], model: Any, folds: int, seed: int) -> dict[str, str]:
+    """Writes the CV table, the metrics and the best model as plain files next to the results.
+
+    They go to ``hpo_kfold/<digest>/``, the digest of what determines them: files at
+    fixed paths would be overwritten by the next run with other parameters while
+    this task's cached result still pointed at them.
+    """
     store = Store(store_url)
     best = table[0]
+    cv_results = json.dumps(table, indent=2).encode()
+    folder = f"{OUTPUT_PREFIX}/{hashlib.sha256(cv_results + f'|{folds}|{seed}'.encode()).hexdigest()[:16]}"
     metrics = {
         "best_setting": best["setting"],
         "best_mean_accuracy": best["mean_accuracy"],
         "best_std_accuracy": best["std_accuracy"],
         "settings": len(table),
         "folds": folds,
+        "seed": seed,
         "families": sorted({row["family"] for row in table}),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     files = {
-        "metrics.json": json.dumps(metrics, indent=2).encode(),
-        "cv_results.json": json.dumps(table, indent=2).encode(),
+        "cv_results.json": cv_results,
         "best_model.pkl": cloudpickle.dumps(model),
+        "metrics.json": json.dumps(metrics, indent=2).encode(),
     }
     for name, payload in files.items():
-        store.put(f"{OUTPUT_PREFIX}/{name}", payload)
-    return {name: store.describe(f"{OUTPUT_PREFIX}/{name}") for name in files}
+        # The metrics file last: a folder with metrics.json is complete (a task may
+        # run twice, and a killed attempt leaves a folder without it).
+        store.put(f"{folder}/{name}", payload)
+    return {"folder": folder} | {name: store.describe(f"{folder}/{name}") for name in files}
+
+
+def point_latest(store_url: str | None, files: dict[str, str]) -> None:
+    """``hpo_kfold/latest.json``: which folder the latest run published (or reused)."""
+    Store(store_url).put(f"{OUTPUT_PREFIX}/latest.json", json.dumps(files, indent=2).encode())
 
 
 @flow(name="hpo-kfold", log_prints=True)
@@ -173,7 +196,8 @@ def hpo_kfold(folds: int = 5, seed: int = 0, store_url: str | None = None) -> di
     scores = score.map(models, families, params, unmapped(data), fold_ids, unmapped(folds), unmapped(seed))
     table = cv_table(scores)
     best_model = refit.submit(table, data, seed)
-    files = publish(store_url, table, best_model, folds)
+    files = publish(store_url, table, best_model, folds, seed)
+    point_latest(store_url, files)
     best = table[0]
     # Artifacts are made in the flow body, not in the (cached) tasks: a rerun that
     # reuses every result still gets them.

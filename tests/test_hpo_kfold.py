@@ -41,7 +41,8 @@ def test_the_main_job_keeps_every_model_and_the_cv_table_on_s3_and_reruns_from_t
     store = Store(url, storage_options=options)
     bucket = url.split("/")[2]
     keys = bucket_keys(s3_server, bucket)
-    assert {f"prefix/hpo_kfold/{name}" for name in ("metrics.json", "cv_results.json", "best_model.pkl")} <= set(keys)
+    folder = json.loads(store.get("hpo_kfold/latest.json"))["folder"]
+    assert {f"prefix/{folder}/{name}" for name in ("metrics.json", "cv_results.json", "best_model.pkl")} <= set(keys)
     history = History(store)
     (entry,) = history.entries()
     tasks = history.tasks(entry)
@@ -55,14 +56,14 @@ def test_the_main_job_keeps_every_model_and_the_cv_table_on_s3_and_reruns_from_t
     for record in fits:  # every fold's model is in the bucket and predicts
         model = store.read_result(record["cache_key"])
         assert np.asarray(model.predict(X)).shape == (20,)
-    table = json.loads(store.get("hpo_kfold/cv_results.json"))
+    table = json.loads(store.get(f"{folder}/cv_results.json"))
     assert len(table) == 18 and table[0]["rank"] == 1
     assert table[0]["mean_accuracy"] == max(row["mean_accuracy"] for row in table) > 0.9
     (artifact,) = [a for a in history.artifacts(entry) if a["key"] == "cv-results"]
     assert len(artifact["data"]["rows"]) == 18  # the same table, attached to the run
-    metrics = json.loads(store.get("hpo_kfold/metrics.json"))
+    metrics = json.loads(store.get(f"{folder}/metrics.json"))
     assert metrics["best_setting"] == table[0]["setting"] and metrics["folds"] == 5
-    best = cloudpickle.loads(store.get("hpo_kfold/best_model.pkl"))
+    best = cloudpickle.loads(store.get(f"{folder}/best_model.pkl"))
     assert np.asarray(best.predict(X)).shape == (20,)
 
     second = _run_example(url, s3_server, tmp_path)
@@ -71,3 +72,35 @@ def test_the_main_job_keeps_every_model_and_the_cv_table_on_s3_and_reruns_from_t
     latest = History(store).entries()[-1]
     assert History(store).run(latest)["task_counts"] == {"Cached": 184}
     assert [a["key"] for a in History(store).artifacts(latest)] == ["cv-results", "best-model", "metrics"]
+
+
+def _printed_path(output: str, label: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.startswith(label)]
+    return line.split(label, 1)[1].split(",")[-1].strip()
+
+
+def test_a_rerun_publishes_and_prints_its_own_files_not_the_last_runs(tmp_path):
+    """Defaults, then ``--seed 1``, then the defaults again: the third run is fully
+    cached, and the metrics and model it prints are the first run's, not seed 1's."""
+    storage = tmp_path / "store"
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "examples" / "hpo_kfold.py"), "--storage", str(storage), "--folds", "2", *extra],
+            env=worker_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    first, _, third = run(), run("--seed", "1"), run()
+    assert "task runs were reused from storage" in third.stdout
+    store = Store(str(storage))
+    metrics_path = _printed_path(third.stdout, "CV table, metrics:")
+    assert metrics_path == _printed_path(first.stdout, "CV table, metrics:")
+    relative = metrics_path.split(str(storage), 1)[1].lstrip("/")
+    metrics = json.loads(store.get(relative))
+    assert (metrics["seed"], metrics["folds"]) == (0, 2)
+    latest = json.loads(store.get("hpo_kfold/latest.json"))
+    assert latest["metrics.json"] == metrics_path  # the pointer follows the latest run
+    folders = {key.split("/")[1] for key in store.list("hpo_kfold") if key.count("/") == 2}
+    assert len(folders) == 2  # one per result: seed 0 and seed 1, neither overwritten
