@@ -24,7 +24,8 @@ Hierarchy::
     ├── CacheKeyError (ValueError)             an input cannot be hashed deterministically
     ├── SerializationError (ValueError)        a result could not be (de)serialised
     └── StorageError (OSError)                 result storage failed: names URL and operation
-        └── CorruptedResultError               a stored entry failed verification
+        ├── CorruptedResultError               a stored entry failed verification
+        └── StorageURLError (InvalidOptionError) a storage URL is mistyped (s3:/bucket)
 
 ``CacheKeyWarning`` (a ``UserWarning``) is issued when a task with the default
 cache policy gets an input that cannot be hashed deterministically.
@@ -57,6 +58,7 @@ __all__ = [
     "RunnerError",
     "SerializationError",
     "StorageError",
+    "StorageURLError",
     "TaskTimeoutError",
     "UpstreamFailedError",
 ]
@@ -199,3 +201,12 @@ class StorageError(DaskflowError, OSError):
 
 class CorruptedResultError(StorageError):
     """A stored entry failed its size, digest or signature check; it was not deserialised."""
+
+
+class StorageURLError(InvalidOptionError, StorageError):
+    """A storage URL that looks like a mistyped protocol (``s3:/bucket``,
+    ``s3//bucket``, ``gs:bucket``) or names no bucket: refused before anything is
+    written, with the correction, instead of making a local folder named ``s3:``.
+
+    Both an :class:`InvalidOptionError` (a bad value) and a :class:`StorageError`.
+    """

@@ -112,17 +112,22 @@ def test_ls_filters_by_task_and_limits(_result_storage):
     assert_error(invoke("cache", "ls", "--limit", "0"), 2, "--limit")
 
 
-def test_a_missing_store_is_empty_everywhere(tmp_path):
+def test_a_store_without_results_is_empty_everywhere_and_a_missing_one_is_an_error(tmp_path):
+    store = tmp_path / "history-only"
+    (store / "runs").mkdir(parents=True)  # a store whose flows cached nothing yet
     missing = str(tmp_path / "never-written")
     for args, expected in [
         (["ls"], "No cache entries in"),
         (["ls", "--quarantine"], "Nothing in quarantine"),
+        (["ls", "--leftovers"], "Nothing left by interrupted writes"),
         (["clear"], "Nothing to delete"),
         (["clear", "--quarantine"], "Nothing to delete"),
+        (["gc"], "Nothing left by interrupted writes"),
     ]:
-        result = invoke("cache", *args, "--storage", missing)
+        result = invoke("cache", *args, "--storage", str(store))
         assert result.exit_code == 0 and expected in result.stdout, (args, result.output)
-    assert json.loads(invoke("cache", "ls", "--storage", missing, "--json").stdout) == []
+        assert_error(invoke("cache", *args, "--storage", missing), 1, "no daskflow store at", "does not exist")
+    assert json.loads(invoke("cache", "ls", "--storage", str(store), "--json").stdout) == []
     assert not Path(missing).exists()  # reading created nothing
 
 
@@ -409,3 +414,96 @@ def test_the_console_script_configures_lists_and_asks_before_clearing(tmp_path):
     assert "Deleted 1 entry" in accepted.stdout
     assert store.read_manifest("c0ffee000001") is None and store.read_manifest("c0ffee000002") is not None
     assert "Traceback" not in declined.stderr + accepted.stderr
+
+
+# ------------------------------------------- leftovers of interrupted writes
+def _plant_temp(root: Path, relative: str, data: bytes, age: float = 0.0) -> Path:
+    """A temporary file as ``Store.put`` leaves it when its writer is killed
+    (``mkstemp(dir=<final folder>, prefix=".tmp-")``), modified ``age`` seconds ago."""
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def test_temporary_files_are_listed_and_only_stale_ones_collected(_result_storage):
+    run_flow()
+    before = {k: v for k, v in stored_files(_result_storage).items() if ".tmp-" not in k}
+    old = _plant_temp(_result_storage, "results/ab/cd/.tmp-k2j4h1x", b"x" * 3000, age=2 * 3600)
+    young = _plant_temp(_result_storage, "results/ab/ce/.tmp-p9q8r7s", b"y" * 500)  # a write in progress
+    staging = _plant_temp(_result_storage, "code/.tmp-3fz9/flow.py", b"z" * 100, age=3 * 3600)
+
+    listed = invoke("cache", "ls")
+    assert listed.exit_code == 0 and len(table_rows(listed.stdout)) == 3  # entries unchanged
+    assert "3 temporary files (3.6 KB)" in listed.stderr and "the oldest 3h00m old" in listed.stderr, listed.stderr
+    assert "daskflow cache gc" in listed.stderr
+    found = json.loads(invoke("cache", "ls", "--leftovers", "--json").stdout)
+    assert [(f["kind"], f["path"], f["size"], f["folder"]) for f in found] == [
+        ("temp", "code/.tmp-3fz9", 100, True), ("temp", "results/ab/cd/.tmp-k2j4h1x", 3000, False),
+        ("temp", "results/ab/ce/.tmp-p9q8r7s", 500, False),
+    ]
+    assert 7100 < found[1]["age"] < 7300
+    assert "temp file/" in invoke("cache", "ls", "--leftovers").stdout
+
+    dry = invoke("cache", "gc", "--dry-run")
+    assert dry.exit_code == 0 and "Would remove 2 temporary files (3.1 KB)" in dry.stdout, dry.output
+    assert old.exists() and staging.exists()
+    collected = invoke("cache", "gc")
+    assert collected.exit_code == 0 and "Removed 2 temporary files (3.1 KB)" in collected.stdout, collected.output
+    assert not old.exists() and not staging.parent.exists() and young.exists()
+    assert {k: v for k, v in stored_files(_result_storage).items() if ".tmp-" not in k} == before  # every entry kept
+    assert "Nothing left by interrupted writes over 1h old" in invoke("cache", "gc").stdout
+    assert "Removed 1 temporary file (500 B)" in invoke("cache", "gc", "--older-than", "0s").stdout
+    assert invoke("cache", "ls").stderr == ""
+    assert_error(invoke("cache", "gc", "--older-than", "soon"), 2, "--older-than", "'soon'")
+
+
+def test_a_full_clear_removes_stale_temporary_files_too(_result_storage):
+    run_flow()
+    stale = _plant_temp(_result_storage, "results/ab/cd/.tmp-aaaa", b"x" * 10, age=7200)
+    fresh = _plant_temp(_result_storage, "results/ab/cd/.tmp-bbbb", b"x" * 10)
+    assert "Deleted 1 entry" in invoke("cache", "clear", "--task", "add", "--yes").stdout  # a filtered clear keeps them
+    assert stale.exists()
+    result = invoke("cache", "clear", "--yes")
+    assert "Deleted 2 entries and 1 temporary file" in result.stdout, result.output
+    assert not stale.exists() and fresh.exists()
+
+
+def test_unfinished_multipart_uploads_under_the_prefix_are_reported_and_aborted(s3_server, s3_store_url):
+    """Only uploads under the store's prefix: not the bucket's others, nor those of
+    a store whose prefix merely starts the same."""
+    from .s3 import s3_client
+
+    url, options = s3_store_url
+    bucket = url.split("/")[2]
+    client = s3_client(s3_server)
+    part = b"p" * (5 * 2**20)  # S3's smallest part but the last
+
+    def start_upload(key: str, parts: int = 1) -> str:
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        for number in range(1, parts + 1):
+            client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=part)
+        return upload
+
+    with dask.config.set({"daskflow.storage.options": options}):
+        Store(url).write_result("abcdef000001", [1, 2], meta={"task": "a"})
+        mine = start_upload("prefix/results/ab/cd/abcdef000002.0123456789abcdef", parts=2)
+        others = [start_upload("prefix2/results/x.0123456789abcdef"), start_upload("elsewhere/big.bin")]
+        listed = invoke("cache", "ls", "--storage", url)
+        assert listed.exit_code == 0, listed.output
+        assert "1 unfinished multipart upload (10.5 MB)" in listed.stderr, listed.stderr
+        [found] = json.loads(invoke("cache", "ls", "--leftovers", "--json", "--storage", url).stdout)
+        assert found["kind"] == "upload" and found["upload_id"] == mine and found["size"] == 2 * len(part)
+        assert found["path"] == "results/ab/cd/abcdef000002.0123456789abcdef" and found["age"] < 600
+
+        kept = invoke("cache", "gc", "--storage", url)  # an hour's grace: it may be a live upload
+        assert "Nothing left by interrupted writes over 1h old" in kept.stdout, kept.output
+        collected = invoke("cache", "gc", "--older-than", "0s", "--storage", url)
+        assert collected.exit_code == 0 and "Removed 1 unfinished multipart upload (10.5 MB)" in collected.stdout, collected.output
+    remaining = {u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert remaining == set(others)
+    for upload, key in zip(others, ["prefix2/results/x.0123456789abcdef", "elsewhere/big.bin"]):
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+    assert Store(url, options).read_result("abcdef000001") == [1, 2]

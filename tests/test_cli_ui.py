@@ -17,6 +17,7 @@ def test_a_port_in_use_is_a_usage_error_naming_it(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        (tmp_path / "runs").mkdir()  # a store (without runs yet)
         result = CliRunner().invoke(cli, ["ui", "--storage", str(tmp_path), "--port", str(port)])
     assert_error(result, 2, f"cannot listen on 127.0.0.1:{port}", "--port", "0 for any free one")
 

@@ -75,21 +75,57 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
 
 
-def open_store(url: str | None) -> Any:
+#: What a local folder holding a daskflow store has at least one of (results,
+#: run history, deployments...): a folder with none of them is not a store.
+STORE_FOLDERS = ("results", "runs", "active", "quarantine", "deployments", "fires", "limits", "code")
+
+
+def open_store(url: str | None, existing: bool = False) -> Any:
     """The :class:`~daskflow.storage.Store` at ``url`` (or the configured default).
+
+    Parameters
+    ----------
+    url : str, optional
+        ``--storage``; ``None`` for config ``daskflow.storage.url``.
+    existing : bool
+        For commands that read a store (history, cache): a local folder that
+        does not exist or holds no store is an error, not an empty store (it is
+        most often a typo in ``--storage`` or a command run from another folder).
 
     Raises
     ------
     CLIError
-        If the URL or its backend is unusable (exit code 2).
+        If the URL or its backend is unusable (exit code 2), or, with
+        ``existing``, if there is no store there (exit code 1).
     """
     from ..exceptions import InvalidOptionError, StorageError
     from ..storage.store import Store
 
     try:
-        return Store(url)
+        store = Store(url)
     except (InvalidOptionError, StorageError) as exc:
         raise CLIError(f"--storage {url!r}: {exc}") from None
+    if existing and store.local:
+        _check_holds_a_store(store.root, url)
+    return store
+
+
+def _check_holds_a_store(folder: str, url: str | None) -> None:
+    import os
+
+    where = "--storage" if url is not None else "config daskflow.storage.url (or its default ./.daskflow)"
+    fix = ("pass --storage with the folder or URL your flows store results in "
+           "(their result_storage, or config daskflow.storage.url)")
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise CLIError(f"no daskflow store at {folder} (from {where}): the folder {what}; {fix}", EXIT_FAILED)
+    try:
+        names = set(os.listdir(folder))
+    except OSError as exc:
+        raise CLIError(f"cannot read the store folder {folder} (from {where}): {exc.strerror or exc}", EXIT_FAILED) from None
+    if not names & set(STORE_FOLDERS):
+        raise CLIError(f"{folder} (from {where}) holds no daskflow store: none of "
+                       f"{', '.join(n + '/' for n in STORE_FOLDERS[:2])}... is in it; {fix}", EXIT_FAILED)
 
 
 @contextlib.contextmanager

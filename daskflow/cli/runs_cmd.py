@@ -27,7 +27,7 @@ from ._common import (
 __all__ = ["COMMANDS"]
 
 def _history(storage: str | None) -> History:
-    return History(open_store(storage))
+    return History(open_store(storage, existing=True))
 
 
 def _resolve(history: History, run: str) -> RunEntry:

@@ -26,7 +26,7 @@ def ui(storage: str | None, host: str, port: int, poll_interval: float, show: bo
     from ..status.server import HistoryServer
     from ..storage.records import History
 
-    history = History(open_store(storage))
+    history = History(open_store(storage, existing=True))
     try:
         runs = len(history.entries())  # a missing bucket or refused credentials fail here, not in the browser
     except StorageError as exc:

@@ -47,6 +47,7 @@ from ..exceptions import (
 )
 from ..masking import add_secrets
 from .serializers import get_serializer
+from .urls import check_url
 
 __all__ = ["DEFAULT_URL", "Manifest", "Store", "resolve_store"]
 
@@ -245,11 +246,15 @@ class Store:
     """
 
     def __init__(self, url: str | os.PathLike[str] | None = None, storage_options: Mapping[str, Any] | None = None) -> None:
+        source = ""
         if url is None:
             url = dask.config.get("daskflow.storage.url", None) or DEFAULT_URL
+            source = "config daskflow.storage.url"
         url = os.fspath(url)
         if not isinstance(url, str) or not url.strip():
             raise InvalidOptionError(f"result storage must be a URL or folder like 's3://bucket/prefix' or './results', got {url!r}")
+        # Before anything is made: "s3:/bucket" would otherwise become a local folder "s3:".
+        check_url(url, source)
         if "://" not in url or url.startswith("file://"):
             url = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
         options = dict(dask.config.get("daskflow.storage.options", None) or {})
