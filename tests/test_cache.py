@@ -6,11 +6,14 @@ entries are inspected and damaged through the store itself.
 
 from __future__ import annotations
 
+import copy
+import enum
 import hashlib
 import json
 import pickle
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -625,3 +628,122 @@ def test_a_script_and_an_import_of_it_share_keys(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     )
     assert imported.stdout.strip() == "{'Cached': 1}"
+
+
+# Classes of an ordinary (imported) module: their instances must hash the same in
+# every process too, sets of strings in their state included.
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    tags: frozenset
+
+
+class Tagged:
+    def __init__(self, labels, mode):
+        self.labels = labels
+        self.mode = mode
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+SAMPLES = {
+    "dataclass": Settings("s", frozenset({"train", "eval", "test"})),
+    "plain": Tagged({"a", "b", "c", "d"}, Mode.SLOW),
+    "keyed": {Mode.FAST: Settings("k", frozenset({"x", "y"}))},
+}
+
+
+def test_instances_of_an_imported_modules_classes_hash_the_same_in_every_process():
+    import os
+    import subprocess
+    import sys
+
+    from daskflow.pipeline.cache import _normalise
+
+    code = (
+        "import json\n"
+        "from dask.base import tokenize\n"
+        "from daskflow.pipeline.cache import _normalise\n"
+        "from tests.test_cache import SAMPLES\n"
+        "print(json.dumps({k: tokenize(_normalise(v), ensure_deterministic=True) for k, v in SAMPLES.items()}))\n"
+    )
+    here = {k: dask.base.tokenize(_normalise(v), ensure_deterministic=True) for k, v in SAMPLES.items()}
+    repo = Path(__file__).resolve().parent.parent
+    for seed in ("1", "2", "3"):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, cwd=repo,
+                             capture_output=True, text=True, check=True).stdout
+        assert json.loads(out) == here, seed
+
+
+def test_objects_hash_by_class_and_state():
+    """Equal state, equal token; any field changed, another token; plain data as before."""
+    import functools
+
+    from daskflow.pipeline.cache import _normalise
+
+    def token(value):
+        return dask.base.tokenize(_normalise(value), ensure_deterministic=True)
+
+    class Slotted:
+        __slots__ = ("a", "b")
+
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+    class Rebuilt:  # its pickle keeps n only: it hashes by n (what a worker process receives)
+        def __init__(self, n):
+            self.n, self.lock = n, threading.Lock()
+
+        def __reduce__(self):
+            return (Rebuilt, (self.n,))
+
+    class Node:
+        def __init__(self, name, parent=None):
+            self.name, self.parent, self.children = name, parent, []
+
+    pairs = [
+        (Settings("a", frozenset("xy")), Settings("a", frozenset("xz"))),
+        (Tagged({"a"}, Mode.FAST), Tagged({"a"}, Mode.SLOW)),
+        (Slotted(1, "x"), Slotted(1, "y")),
+        (Rebuilt(1), Rebuilt(2)),
+        ({Mode.FAST: 1}, {Mode.SLOW: 1}),
+        (functools.partial(int, base=2), functools.partial(int, base=8)),
+    ]
+    for same, other in pairs:
+        assert token(same) == token(type(same)(same) if isinstance(same, dict) else copy.deepcopy(same)), same
+        assert token(same) != token(other), (same, other)
+    assert token(Settings) != token(Tagged) and token(Mode.FAST) != token("fast")
+
+    root = Node("root")
+    root.children.append(Node("leaf", root))  # a parent pointer: a cycle
+    assert token(root) == token(copy.deepcopy(root))
+
+    def make(k):
+        return lambda x: x * k
+
+    assert token(make(2)) == token(make(2)) != token(make(3))  # a closure's values count
+
+    plain = {"a": [1, 2.5, (3, "x")], "b": None, (1, "t"): b"raw"}
+    assert _normalise(plain) == plain  # plain data is hashed exactly as before
+
+
+def test_a_non_tokenizable_part_is_named_in_the_warning(tmp_path):
+    from daskflow import SequentialTaskRunner
+
+    class Holder:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+    @task
+    def use(marker_dir: str, config):
+        return counted.fn(marker_dir, "use", 1)
+
+    @flow(task_runner=SequentialTaskRunner(), validate_parameters=False)
+    def pipeline(marker_dir: str, config):
+        return use(marker_dir, config)
+
+    with pytest.warns(CacheKeyWarning, match=r"task 'use': input 'config' .*config\['paths'\]\[1\]\.lock: TypeError: cannot pickle"):
+        assert pipeline(str(tmp_path), {"paths": ["a", Holder()]}) == 1

@@ -7,35 +7,32 @@ another task contributes that task's key, not its value (a Merkle chain), so the
 driver knows every key before anything runs, and a fully cached flow resolves
 without loading intermediate results.
 
-Values are hashed with ``dask.base.tokenize`` in deterministic mode. An input
-that cannot be hashed deterministically never gets a random key: the task runs
-uncached with a :class:`~daskflow.exceptions.CacheKeyWarning` naming the
-argument, or, when the task asked for caching explicitly, raises
-:class:`~daskflow.exceptions.CacheKeyError`.
+Values are hashed with ``dask.base.tokenize`` in deterministic mode, after
+:func:`~daskflow.pipeline.tokens.normalise` has made them the same in every
+process (instances of classes as their class identity plus their state, so a
+dataclass defined in the script being run hashes alike in every rerun). An
+input that cannot be hashed deterministically never gets a random key: the task
+runs uncached with a :class:`~daskflow.exceptions.CacheKeyWarning` naming the
+argument and the part of it at fault, or, when the task asked for caching
+explicitly, raises :class:`~daskflow.exceptions.CacheKeyError`.
 
 Caveats a user should know (documented in the README too):
 
 * The source fingerprint covers the task function itself, not helper functions
   it calls. Bump ``@task(version=...)`` when a helper changes.
-* Tokens are stable across processes for plain data, numpy and pandas, but an
-  object whose pickle holds a ``set`` of strings hashes differently in each
-  interpreter (string hashing is salted): give such classes ``__dask_tokenize__``.
+* An object hashes by what pickling keeps of it (its ``__getstate__``, or its
+  ``__dict__`` and slots). A field holding something new in every process (an
+  id made at start-up, a timestamp) makes every run a new input: leave it out
+  with ``INPUTS - "name"``, or give the class ``__dask_tokenize__``.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import contextvars
 import datetime
-import hashlib
-import inspect
-import os
 import sys
-import textwrap
-import types
 import warnings
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from dask.base import tokenize
 
 from ..exceptions import CacheKeyError, CacheKeyWarning, InvalidOptionError
+from .tokens import Unhashable, module_name, source_fingerprint
+from .tokens import normalise as _normalise
 
 if TYPE_CHECKING:
     from .runs import FlowRun, TaskRun
@@ -129,7 +128,14 @@ class _Inputs(CachePolicy):
     exclude: frozenset[str] = frozenset()
 
     def parts(self, context: CacheKeyContext, inputs: dict[str, Any]) -> list[Any]:
-        return [("inputs", {k: _input_token(v) for k, v in inputs.items() if k not in self.exclude})]
+        tokens = {}
+        for name, value in inputs.items():
+            if name not in self.exclude:
+                try:
+                    tokens[name] = _input_token(value)
+                except Unhashable as exc:
+                    raise exc.inside("", name) from exc.__cause__
+        return [("inputs", tokens)]
 
     def __sub__(self, name: str) -> CachePolicy:
         if not isinstance(name, str):
@@ -313,18 +319,20 @@ def compute_key(
         parts = policy.parts(context, inputs)
         if parts is None:
             return None
-        identity = (_module_name(task.fn), getattr(task.fn, "__qualname__", task.name), task.version)
+        identity = (module_name(task.fn), getattr(task.fn, "__qualname__", task.name), task.version)
         return tokenize(("daskflow-cache", SCHEME_VERSION), identity, _normalise(parts), ensure_deterministic=True)
     except _NoUpstreamKey:
         return None  # an upstream is uncached: so is this run, quietly (nothing to fix)
     except CacheKeyError:
         raise
     except Exception as exc:
-        culprit = _culprit(inputs)
+        named = exc.parts[0][1] if isinstance(exc, Unhashable) and exc.parts else None
+        culprit = named if isinstance(named, str) and named in inputs else _culprit(inputs)
         what = f"input {culprit!r}" if culprit else "its source or a cache policy part"
+        detail = str(exc) if isinstance(exc, Unhashable) else f"{type(exc).__name__}: {exc}"  # Unhashable says where
         message = (
             f"task {task.name!r}: {what} cannot be hashed deterministically for the cache key "
-            f"({type(exc).__name__}: {exc}). Pass cache_key_fn=..., leave the argument out with "
+            f"({detail}). Pass cache_key_fn=..., leave the argument out with "
             f"cache_policy=INPUTS - {culprit or 'name'!r} + TASK_SOURCE, give its class __dask_tokenize__, "
             "or set cache_policy=NONE"
         )
@@ -373,19 +381,6 @@ def _input_token(value: Any) -> str:
     return token
 
 
-def _module_name(fn: Any) -> str | None:
-    """The task's module, with a script run as ``__main__`` named after its file,
-    so ``python job.py`` and a tool importing ``job`` agree on keys."""
-    module = getattr(fn, "__module__", None)
-    if module != "__main__":
-        return module
-    try:
-        path = inspect.getsourcefile(fn)
-    except TypeError:
-        path = None
-    return os.path.splitext(os.path.basename(path))[0] if path else module
-
-
 def _culprit(inputs: dict[str, Any]) -> str | None:
     for name, value in inputs.items():
         try:
@@ -395,84 +390,3 @@ def _culprit(inputs: dict[str, Any]) -> str | None:
         except Exception:
             return name
     return None
-
-
-def _normalise(value: Any) -> Any:
-    """Make containers hash the same in every process: ``frozenset`` has no
-    deterministic tokenizer in dask (its pickle order follows the salted string
-    hash), so it becomes a sorted tuple of item tokens."""
-    if isinstance(value, frozenset):
-        return ("frozenset", tuple(sorted(tokenize(_normalise(v), ensure_deterministic=True) for v in value)))
-    if isinstance(value, set):
-        return ("set", tuple(sorted(tokenize(_normalise(v), ensure_deterministic=True) for v in value)))
-    if type(value) is dict:
-        return {k: _normalise(v) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_normalise(v) for v in value)
-    return value
-
-
-# ------------------------------------------------------------- source fingerprint
-_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def source_fingerprint(fn: Callable[..., Any]) -> str:
-    """A hash of what ``fn`` does: its normalised source (comments, formatting,
-    docstring and decorators ignored), its defaults and closure values.
-
-    Falls back to the bytecode when there is no source (a REPL, ``exec``), which
-    is specific to the Python version.
-
-    Raises
-    ------
-    TypeError
-        From tokenize, if a default or closure value cannot be hashed deterministically.
-    """
-    fn = inspect.unwrap(fn)
-    try:
-        cached = _FINGERPRINTS.get(fn)
-    except TypeError:  # not weak-referenceable
-        cached = None
-    if cached is not None:
-        return cached
-    code = getattr(fn, "__code__", None)
-    if code is None:  # a callable object: its class's source stands for it
-        basis: Any = ("object", tokenize(fn, ensure_deterministic=True))
-    else:
-        basis = _source_basis(fn)
-    closure = tuple(cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()))
-    digest = hashlib.sha256(repr((_module_name(fn), getattr(fn, "__qualname__", None), basis)).encode()).hexdigest()[:24]
-    extra = tokenize(
-        _normalise(getattr(fn, "__defaults__", None)),
-        _normalise(getattr(fn, "__kwdefaults__", None)),
-        _normalise(closure),
-        ensure_deterministic=True,
-    )
-    fingerprint = f"{digest}-{extra}"
-    try:
-        _FINGERPRINTS[fn] = fingerprint
-    except TypeError:
-        pass
-    return fingerprint
-
-
-def _source_basis(fn: Any) -> Any:
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        node = ast.parse(source).body[0]
-    except (OSError, TypeError, SyntaxError, IndentationError, IndexError):
-        return ("code", sys.version_info[:2], _code_fingerprint(fn.__code__))
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        # A lambda: getsource gives its whole line, which may hold others.
-        return ("code", sys.version_info[:2], _code_fingerprint(fn.__code__))
-    node.decorator_list = []  # @task(retries=3) edits must not bust the cache
-    body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-        node.body = body[1:] or [ast.Pass()]  # a docstring edit changes nothing
-    return ("ast", ast.dump(node, include_attributes=False))
-
-
-def _code_fingerprint(code: types.CodeType) -> Any:
-    consts = tuple(_code_fingerprint(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts)
-    return (code.co_code.hex(), consts, code.co_names, code.co_varnames)
-
