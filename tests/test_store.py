@@ -532,23 +532,27 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "config_kwargs, limit",
+    "config_kwargs, attempts, limit",
     [
         # botocore's default (legacy) retry mode sleeps rand() * 2**n s between
-        # its 5 attempts: at most 15 s, 7.5 s on average.
-        (None, 20.0),
-        ({"connect_timeout": 1, "retries": {"max_attempts": 1}}, 5.0),
+        # its 5 attempts: at most 15 s, 7.5 s on average (daskflow's own retries,
+        # each a full botocore round, turned off to measure botocore alone).
+        (None, 1, 20.0),
+        # daskflow's default retries (4 tries, waits of at most 1.75 s in all).
+        ({"connect_timeout": 1, "retries": {"max_attempts": 1}}, 4, 5.0),
     ],
     ids=["botocore-defaults", "fast-timeouts"],
 )
-def test_an_unreachable_endpoint_is_named_quickly(config_kwargs: dict[str, Any] | None, limit: float) -> None:
+def test_an_unreachable_endpoint_is_named_quickly(config_kwargs: dict[str, Any] | None, attempts: int, limit: float) -> None:
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     options: dict[str, Any] = {"client_kwargs": {"endpoint_url": endpoint}}
     if config_kwargs:
         options["config_kwargs"] = config_kwargs
     store = Store("s3://bucket/prefix", storage_options=options)
     started = time.monotonic()
-    with pytest.raises(StorageError, match=rf"write of s3://bucket/prefix/probe/\S+ failed: cannot reach the storage endpoint {endpoint}:"):
+    with dask.config.set({"daskflow.storage.retries.attempts": attempts}), pytest.raises(
+        StorageError, match=rf"write of s3://bucket/prefix/probe/\S+ failed: cannot reach the storage endpoint {endpoint}:"
+    ):
         store.probe()
     assert time.monotonic() - started < limit
 

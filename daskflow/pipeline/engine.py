@@ -44,6 +44,7 @@ from ..exceptions import (
     CorruptedResultError,
     CrashedError,
     FailedRun,
+    NoWorkersError,
     RunnerError,
     StorageError,
     TaskTimeoutError,
@@ -101,6 +102,7 @@ class TaskNode:
         "done",
         "engine",
         "final",
+        "first_attempt",
         "handle",
         "kwargs",
         "last_end",
@@ -132,6 +134,7 @@ class TaskNode:
         self.handle: Any = None
         self.submission = 0
         self.attempt = 1
+        self.first_attempt = 1  # the attempt number its current submission started as
         self.retries_used = 0
         self.waiting = False
         self.final = False
@@ -189,6 +192,8 @@ class FlowRunEngine:
         self._outstanding = 0
         self._recheck: deque[TaskNode] = deque()
         self._abort: BaseException | None = None
+        #: Workers their nanny restarted for exceeding the memory budget, with the rss it saw.
+        self._memory_killed: dict[str, int] = {}
         self._hook_pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -431,6 +436,7 @@ class FlowRunEngine:
         task = node.task
         node.submission += 1
         node.running_on = None
+        node.first_attempt = node.attempt
         record = node.record
         key = f"{task.slug}-{self._short}-{record.index}-{node.submission}"
         record.dask_keys.append(key)
@@ -569,6 +575,12 @@ class FlowRunEngine:
         if isinstance(error, InputLoadError):
             self._on_input_lost(node, error)
             return
+        if isinstance(error, NoWorkersError):
+            # No retry: with no worker left it would only wait as long again.
+            crash = NoWorkersError(f"task run {node.record.name!r} did not run: {error}")
+            node.record.error = str(crash)
+            self._finalize(node, Crashed(str(crash), data=crash))
+            return
         origin = self._origin(error)
         if origin is not None and origin[0] is not node:
             # Never ran: an upstream attempt failed. Wait for that upstream's fate.
@@ -581,9 +593,49 @@ class FlowRunEngine:
         else:
             # The shipped function may have been lost with the worker too: ship it anew.
             self._fn_refs.pop(id(node.task), None)
-            crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
+            if type(error).__name__ == "KilledWorker":
+                crash = self._killed_worker(node, error)
+            else:
+                crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
             crash.__cause__ = error
             self._attempt_failed(node, "crashed", crash, str(crash), None)
+
+    def _killed_worker(self, node: TaskNode, error: BaseException) -> CrashedError:
+        """Dask gave up on a submission after ``allowed_failures + 1`` workers died
+        running it: count every one of them as an attempt (a worker killed within
+        START_REPORT_DELAY sent no start report) and say why they may have died."""
+        record = node.record
+        allowed = getattr(error, "allowed_failures", None)
+        if isinstance(allowed, int) and allowed >= 0:
+            node.attempt = node.first_attempt + allowed  # Dask's count is the exact one
+            record.attempts = node.attempt
+        tries = node.attempt - node.first_attempt + 1
+        last = getattr(error, "last_worker", None)
+        address = getattr(last, "address", None)
+        why = ""
+        if address in self._memory_killed:
+            why = f"; the worker exceeded its memory limit ({_decimal_bytes(getattr(last, 'memory_limit', None))}) and its nanny restarted it"
+        return CrashedError(
+            f"task run {record.name!r} crashed: the worker running it died on each of its {tries} attempts{why}. "
+            f"The task itself may be killing its worker (os._exit, a crash in native code, memory); see the worker logs "
+            f"(last worker {address})"
+        )
+
+    def _on_worker_lost(self, worker: str | None, keys: Iterable[str]) -> None:
+        """The scheduler removed a dead worker that was processing ``keys``."""
+        for key in keys:
+            entry = self._by_key.get(key)
+            if entry is None:
+                continue
+            node, submission = entry
+            if node.final or node.recomputing or submission != node.submission:
+                continue
+            if node.handle is not None and self.runner.outcome_known_failed(node.handle):
+                continue  # Dask gave up on it (KilledWorker): _on_done counts its attempts
+            if node.running_on is not None and node.running_on[0] not in (None, worker):
+                continue  # it runs elsewhere
+            self._crashed_rerun(node, worker, seen=node.running_on is not None)
+            node.running_on = None
 
     def _on_input_lost(self, node: TaskNode, error: InputLoadError) -> None:
         """A Cached input of ``node`` could not be loaded: recompute it (when its
@@ -703,6 +755,12 @@ class FlowRunEngine:
             self._recheck.append(node)  # it shows Retrying once the attempt starts
 
     def _on_report(self, report: dict[str, Any]) -> None:
+        if report.get("ev") == "worker-lost":
+            self._on_worker_lost(report.get("worker"), report.get("keys") or ())
+            return
+        if report.get("ev") == "worker-memory":
+            self._memory_killed[str(report.get("worker"))] = int(report.get("rss") or 0)
+            return
         if report.get("ev") == "cancel":
             # ``daskflow cancel --address`` through the scheduler's event stream.
             self.cancel(CancelledRun(str(report.get("reason") or "cancelled with daskflow cancel")))
@@ -715,6 +773,7 @@ class FlowRunEngine:
             emit_line(self.flow_run, LogLine(created, level, mask(message), record.id, record.name))
         for artifact in report.get("arts", ()):
             self.flow_run.artifacts.append(artifact_from_report(artifact, record))
+        record.storage_retries += int(report.get("sr") or 0)  # every attempt's, stale ones included
         if report.get("reused") and report.get("ev") == "end":
             # The attempt found the result already committed (Dask recomputing a
             # result lost with its worker, or another run of the same key) and
@@ -753,25 +812,32 @@ class FlowRunEngine:
         state = Running if node.attempt == 1 else Retrying
         record.set_state(state(f"attempt {node.attempt} on {worker}", timestamp=started))
 
-    def _crashed_rerun(self, node: TaskNode, dead_worker: str | None) -> None:
+    def _crashed_rerun(self, node: TaskNode, dead_worker: str | None, seen: bool = True) -> None:
         """Record that the execution seen running died with its worker and that Dask
         reran it: a Crashed attempt, and the rerun is the next attempt. It spends a
         retry when one is left; with none left Dask's own ``allowed-failures`` bounds
-        the reruns (cancelling a rerun already under way would only waste it)."""
+        the reruns (cancelling a rerun already under way would only waste it).
+
+        ``seen=False``: the worker died while the attempt was assigned to it but
+        before its start report came (within START_REPORT_DELAY of starting, or
+        before it started). It counts as an attempt, as Dask counts it towards
+        ``allowed-failures``, but spends no retry."""
         record, task = node.record, node.task
-        crash = CrashedError(
-            f"task run {record.name!r} attempt {node.attempt} crashed: the worker {dead_worker} died while running it"
-        )
+        where = "while running it" if seen else "before the attempt reported its start (it may not have started)"
+        if dead_worker in self._memory_killed:
+            where += "; the worker exceeded its memory limit and its nanny restarted it"
+        crash = CrashedError(f"task run {record.name!r} attempt {node.attempt} crashed: the worker {dead_worker} died {where}")
         record.error = str(crash)
         record.set_state(Crashed(str(crash), data=crash))
-        spent = node.retries_used < task.retries
+        spent = seen and node.retries_used < task.retries
         if spent:
             node.retries_used += 1
         node.attempt += 1
         record.attempts = node.attempt
         logger.warning(
             "Task run %r - %s; Dask reran it (%s)", record.name, crash,
-            f"retry {node.retries_used} of {task.retries}" if spent else "no retries left: Dask's allowed-failures applies",
+            f"retry {node.retries_used} of {task.retries}" if spent
+            else "no retry spent: it may not have started" if not seen else "no retries left: Dask's allowed-failures applies",
         )
 
     def _finalize(self, node: TaskNode, state: State) -> None:
@@ -964,6 +1030,15 @@ def _mask_arguments(exc: BaseException) -> None:
             exc.args = tuple(mask(a) if isinstance(a, str) else a for a in exc.args)
     except Exception:  # an exception type with odd args: leave it be
         logger.debug("could not mask the arguments of %r", type(exc), exc_info=True)
+
+
+def _decimal_bytes(size: Any) -> str:
+    """``300 MB``, ``4.3 GB``: a memory limit as people write it (``memory_limit="300MB"``)."""
+    if not isinstance(size, (int, float)) or size <= 0:
+        return "unknown"
+    if size >= 1e9:
+        return f"{size / 1e9:.3g} GB"
+    return f"{size / 1e6:.3g} MB"
 
 
 def _describe_crash(error: BaseException | None) -> str:

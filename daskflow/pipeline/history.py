@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -78,6 +79,7 @@ def task_record(tr: TaskRun) -> dict[str, Any]:
         "cache_hit": tr.cache_hit,
         "result_url": tr.result_url,
         "reloads": tr.reloads,
+        "storage_retries": tr.storage_retries,
     }
 
 
@@ -174,6 +176,7 @@ class RunRecorder:
         self._last_check = 0.0
         self._cancel_seen = False
         self._failing = False
+        self._final_failed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -203,8 +206,9 @@ class RunRecorder:
             if self._stop.wait(self.interval):
                 return
 
-    def flush(self, final: bool = False) -> None:
-        """Write what changed since the last flush (everything, compacted, if ``final``)."""
+    def flush(self, final: bool = False) -> bool:
+        """Write what changed since the last flush (everything, compacted, if
+        ``final``); False if the store refused (it is tried again next time)."""
         with self._write_lock:
             with self._lock:
                 dirty, self._dirty = self._dirty, {}
@@ -213,7 +217,7 @@ class RunRecorder:
             artifacts = flow_run.artifacts[self._artifacts_done :]
             now = time.time()
             if not (dirty or logs or artifacts or final) and now - self._last_beat < self.heartbeat:
-                return
+                return True
             try:
                 if final:
                     self.writer.compact_tasks([task_record(tr) for tr in list(flow_run.task_runs.values())])
@@ -228,16 +232,19 @@ class RunRecorder:
                 if self._failing:
                     logger.info("Flow run %r - writing its history to %s works again", flow_run.name, self.writer.url)
                     self._failing = False
+                return True
             except Exception as exc:  # history is a record of the run, not the run: warn, go on, retry
                 with self._lock:
                     for key, task_run in dirty.items():
                         self._dirty.setdefault(key, task_run)
-                if not self._failing or final:
+                if not self._failing or (final and not self._final_failed):
                     unexpected = not isinstance(exc, (StorageError, OSError))
                     logger.warning(
                         "Flow run %r - cannot write its history to %s: %s", flow_run.name, self.writer.url, exc, exc_info=unexpected
                     )
                     self._failing = True
+                self._final_failed = self._final_failed or final
+                return False
 
     def _check_cancel(self) -> None:
         now = time.time()
@@ -255,9 +262,38 @@ class RunRecorder:
             self.on_cancel(reason)
 
     def close(self) -> None:
-        """Stop the thread and write the final record (call after the run's final state)."""
+        """Stop the thread and write the final record (call after the run's final state).
+
+        While the store refuses, the final record is tried again for up to config
+        ``daskflow.history.final-write-budget`` seconds: a run that ended during a
+        storage outage must read as what it was (Failed, Completed), not stay
+        Running until the heartbeat sweep calls it Crashed.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush(final=True)
+        if self.flush(final=True):
+            return
+        budget = config.seconds("daskflow.history.final-write-budget", 60.0)
+        started = time.monotonic()
+        name, state = self.flow_run.name, self.flow_run.state.name
+        if budget > 0:
+            logger.warning(
+                "Flow run %r - retrying its final record (%s) for up to %g s (config daskflow.history.final-write-budget)",
+                name, state, budget,
+            )
+        wait = 0.5
+        while time.monotonic() - started < budget:
+            # Jittered: the drivers of many runs cut off by one outage do not all
+            # come back at the same instant.
+            time.sleep(min(random.uniform(wait / 2, wait), max(budget - (time.monotonic() - started), 0.0)))
+            wait = min(wait * 2, 5.0)
+            if self.flush(final=True):
+                logger.warning("Flow run %r - final record (%s) written after %.1f s", name, state, time.monotonic() - started)
+                return
+        logger.error(
+            "Flow run %r - its final state %s is not recorded in %s: the store refused for %.0f s; its record says it "
+            "is still running until the heartbeat sweep marks it Crashed (config daskflow.history.final-write-budget)",
+            name, state, self.writer.url, time.monotonic() - started,
+        )

@@ -105,6 +105,9 @@ class TaskRun:
     #: Times an attempt loaded the committed result instead of running (after a
     #: worker holding it died, Dask's recompute becomes a load).
     reloads: int = 0
+    #: Transient storage errors (timeouts, throttling, 5xx, resets) its attempts
+    #: retried (config ``daskflow.storage.retries``).
+    storage_retries: int = 0
     #: Told of every state change (the run history records changed task runs).
     listener: Callable[[TaskRun], None] | None = field(default=None, repr=False, compare=False)
 

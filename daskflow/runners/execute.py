@@ -42,6 +42,7 @@ from ..exceptions import (
     TaskTimeoutError,
 )
 from ..masking import add_secrets, mask, secrets_in
+from ..storage import retry as storage_retry
 from ..storage.store import Store
 
 __all__ = [
@@ -189,6 +190,8 @@ class TaskRunContext:
     #: When buffered lines were last sent: a slow task's lines go out every
     #: LOG_INTERVAL seconds, so ``daskflow logs`` shows them while it runs.
     sent: float = field(default_factory=time.monotonic)
+    #: Transient storage errors this attempt retried (its report's ``sr``).
+    storage_retries: storage_retry.RetryCounter = field(default_factory=storage_retry.RetryCounter)
 
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
@@ -420,6 +423,9 @@ def execute_attempt(
         publish(_message(spec, "start", k=key, s=started, pid=os.getpid()))
     token = TASK_RUN_CONTEXT.set(context)
     print_token = PRINT_SINK.set(_print_sink(context) if spec.log_prints else None)
+    # Each retried storage call of the attempt is counted and logged in its task's log.
+    context.storage_retries.on_retry = lambda message: context.add_line(time.time(), logging.WARNING, message)
+    retries_token = storage_retry.count_into(context.storage_retries)
     stored: dict[str, Any] = {}
     try:
         args, kwargs = _load_inputs(args, kwargs)
@@ -456,6 +462,7 @@ def execute_attempt(
             report,
         ) from None
     finally:
+        storage_retry.stop_counting(retries_token)
         PRINT_SINK.reset(print_token)
         TASK_RUN_CONTEXT.reset(token)
     report = _report(spec, started, context, key)
@@ -494,7 +501,8 @@ def _store_result(result: ResultSpec, spec: AttemptSpec, value: Any, stored: dic
     except SerializationError as exc:
         raise SerializationError(
             f"task run {spec.task_run_name!r} returned a value that cannot be stored: {exc}. Return a "
-            f"picklable value, choose another result_serializer, or set persist_result=False on the task"
+            f"picklable value, choose another result_serializer, or keep it in one process: persist_result=False "
+            f"on the task with a threads runner (ConcurrentTaskRunner)"
         ) from None
     stored["size"] = manifest.size
     if not adopted:
@@ -526,4 +534,6 @@ def _report(spec: AttemptSpec, started: float, context: TaskRunContext, key: str
     )
     if context.artifacts:
         report["arts"] = context.artifacts
+    if context.storage_retries.retries:
+        report["sr"] = context.storage_retries.retries
     return report

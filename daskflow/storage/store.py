@@ -46,6 +46,7 @@ from ..exceptions import (
     StorageError,
 )
 from ..masking import add_secrets
+from . import retry
 from .serializers import get_serializer
 from .urls import check_url
 
@@ -336,17 +337,33 @@ class Store:
             When the backend refuses or cannot be reached.
         """
         full = self._full(path)
-        try:
+
+        def once() -> None:
             if self.local:
                 self._put_local(full, data, create_only)
             elif create_only:
                 self._put_create_only(full, data)
             else:
                 self.fs.pipe_file(full, data)
+
+        tries = retry.Tries()
+        try:
+            retry.call(once, what=f"write of {self.describe(path)}", tries=tries)
         except FileExistsError:
+            # A retried create-only write whose earlier try landed (its answer was
+            # lost: a timeout after the server committed) finds our own bytes.
+            if tries.count > 1 and self._holds(full, data):
+                return
             raise
         except Exception as exc:
-            raise self._error(exc, "write", path) from exc
+            raise self._error(exc, "write", path, tries) from exc
+
+    def _holds(self, full: str, data: bytes) -> bool:
+        """Whether the object at ``full`` is exactly ``data``."""
+        try:
+            return self.fs.cat_file(full, **self._read_options()) == data
+        except Exception:
+            return False
 
     def _put_local(self, full: str, data: bytes, create_only: bool) -> None:
         folder = os.path.dirname(full)
@@ -424,14 +441,15 @@ class Store:
             For every other failure.
         """
         full = self._full(path)  # an invalid path is the caller's error, not storage's
+        tries = retry.Tries()
         try:
-            return self.fs.cat_file(full, **self._read_options(large))
+            return retry.call(lambda: self.fs.cat_file(full, **self._read_options(large)), what=f"read of {self.describe(path)}", tries=tries)
         except FileNotFoundError as exc:
             if _missing_bucket(exc):
                 raise self._error(exc, "read", path) from exc
             raise
         except Exception as exc:
-            raise self._error(exc, "read", path) from exc
+            raise self._error(exc, "read", path, tries) from exc
 
     def get_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         """Read many small objects at once (concurrently where the backend can);
@@ -454,61 +472,75 @@ class Store:
                 except FileNotFoundError:
                     out[path] = None
             return out
+
+        def batch(names: list[str]) -> dict[str, Any]:
+            found = self.fs.cat(names, on_error="return", **self._read_options())
+            if not isinstance(found, dict):  # a single path comes back bare
+                found = {names[0]: found}
+            # Keyed by our full names (the backend may strip or add a protocol).
+            return {(n if n in full else self._full_name(n, full)): v for n, v in found.items()}
+
+        tries = retry.Tries()
         try:
-            found = self.fs.cat(list(full), on_error="return", **self._read_options())
+            found = retry.retry_each(batch, list(full), what=f"read of {len(full)} objects in {self.url}", tries=tries)
         except Exception as exc:
-            raise self._error(exc, "read", paths[0]) from exc
-        if not isinstance(found, dict):  # a single path comes back bare
-            found = {next(iter(full)): found}
+            raise self._error(exc, "read", paths[0], tries) from exc
         result: dict[str, bytes | None] = {}
         for name, value in found.items():
-            path = full.get(name) or full.get(self.fs._strip_protocol(name)) or name
+            path = full.get(name) or name
             if isinstance(value, FileNotFoundError) and not _missing_bucket(value):
                 result[path] = None
             elif isinstance(value, BaseException):
-                raise self._error(value, "read", path) from value
+                raise self._error(value, "read", path, tries) from value
             else:
                 result[path] = value
         for path in paths:
             result.setdefault(path, None)
         return result
 
+    def _full_name(self, name: str, full: Mapping[str, str]) -> str:
+        stripped = self.fs._strip_protocol(name)
+        return stripped if stripped in full else name
+
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists, asked of the backend (never a listing cache)."""
         full = self._full(path)
+        tries = retry.Tries()
         try:
-            self.fs.info(full)
+            retry.call(lambda: self.fs.info(full), what=f"read of {self.describe(path)}", tries=tries)
             return True
         except FileNotFoundError as exc:
             if _missing_bucket(exc):
                 raise self._error(exc, "read", path) from exc
             return False
         except Exception as exc:
-            raise self._error(exc, "read", path) from exc
+            raise self._error(exc, "read", path, tries) from exc
 
     def delete(self, path: str) -> None:
         """Remove ``path``; a missing one is fine."""
         full = self._full(path)
+        tries = retry.Tries()
         try:
-            self.fs.rm_file(full)
+            retry.call(lambda: self.fs.rm_file(full), what=f"delete of {self.describe(path)}", tries=tries)
         except FileNotFoundError:
             pass
         except Exception as exc:
-            raise self._error(exc, "delete", path) from exc
+            raise self._error(exc, "delete", path, tries) from exc
 
     def list(self, prefix: str = "") -> list[str]:
         """Every object under ``prefix`` (recursive), as paths relative to the root, sorted."""
         base = self._full(prefix) if prefix else self.root
+        tries = retry.Tries()
         try:
             if self.local and not os.path.exists(base):
                 return []
-            found = self.fs.find(base, withdirs=False)
+            found = retry.call(lambda: self.fs.find(base, withdirs=False), what=f"listing of {self.describe(prefix)}", tries=tries)
         except FileNotFoundError as exc:
             if _missing_bucket(exc):  # a mistyped bucket is an error, not an empty store
                 raise self._error(exc, "list", prefix) from exc
             return []
         except Exception as exc:
-            raise self._error(exc, "list", prefix) from exc
+            raise self._error(exc, "list", prefix, tries) from exc
         root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
         out = []
         for name in found:
@@ -525,16 +557,23 @@ class Store:
         objects lie deeper: ``runs/`` holds thousands of run folders.
         """
         base = self._full(prefix)
-        try:
+
+        def once() -> list[str]:
             if self.local:
                 return sorted(name for name in os.listdir(base) if not name.startswith(".tmp-"))
-            found = self.fs.ls(base, detail=False, refresh=True) if self.protocol in ("s3", "s3a") else self.fs.ls(base, detail=False)
+            return self.fs.ls(base, detail=False, refresh=True) if self.protocol in ("s3", "s3a") else self.fs.ls(base, detail=False)
+
+        tries = retry.Tries()
+        try:
+            found = retry.call(once, what=f"listing of {self.describe(prefix)}", tries=tries)
+            if self.local:
+                return found
         except (FileNotFoundError, NotADirectoryError) as exc:
             if _missing_bucket(exc):
                 raise self._error(exc, "list", prefix) from exc
             return []
         except Exception as exc:
-            raise self._error(exc, "list", prefix) from exc
+            raise self._error(exc, "list", prefix, tries) from exc
         base_stripped = self.fs._strip_protocol(base).rstrip("/")
         names = set()
         for name in found:
@@ -846,20 +885,38 @@ class Store:
         client_kwargs = self.storage_options.get("client_kwargs") or {}
         return client_kwargs.get("endpoint_url") or self.storage_options.get("endpoint_url")
 
-    def _error(self, exc: BaseException, operation: str, path: str) -> StorageError:
+    def _error(self, exc: BaseException, operation: str, path: str, tries: retry.Tries | None = None) -> StorageError:
         """Wrap a backend failure in a StorageError naming the URL, the operation and
-        the likely fix (s3fs's own messages name neither the bucket nor the key)."""
+        the likely fix (s3fs's own messages name neither the bucket nor the key);
+        ``tries`` says how often a transient error was retried before giving up."""
         if isinstance(exc, StorageError):
             return exc
         where = self.describe(path)
-        return StorageError(f"{operation} of {where} failed: {self._hint(exc, operation)} ({type(exc).__name__}: {exc})", where, operation)
+        kind = retry.transient_kind(exc)
+        gave_up = tries.describe() if tries is not None else ""
+        # An endpoint that stays away through every retry is an outage, said first.
+        lead = "storage unreachable: " if kind == "connection" and self._remote else ""
+        return StorageError(
+            f"{lead}{operation} of {where} failed: {self._hint(exc, operation, kind)}"
+            + (f"; {gave_up}" if gave_up else "")
+            + f" ({type(exc).__name__}: {exc})",
+            where,
+            operation,
+        )
 
-    def _hint(self, exc: BaseException, operation: str) -> str:
+    @property
+    def _remote(self) -> bool:
+        return not self.local and self.protocol != "memory"
+
+    def _bucket(self) -> str:
+        return self.root.split("/", 1)[0]
+
+    def _hint(self, exc: BaseException, operation: str, kind: str | None = None) -> str:
         endpoint = self._endpoint()
         at = f" at endpoint {endpoint}" if endpoint else ""
         squashed = str(exc).lower().replace(" ", "")
         codes = _error_codes(exc)
-        remote = not self.local and self.protocol != "memory"
+        remote = self._remote
         if type(exc).__name__ == "NoCredentialsError":
             return (
                 "no credentials were found in this process: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
@@ -870,16 +927,38 @@ class Store:
             if not remote:
                 return "permission denied: make the folder writable or choose another result_storage"
             return (
-                "access was denied: check the credentials this process uses "
-                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) and the bucket policy"
+                f"access was denied to bucket {self._bucket()!r}{at} (permission or credentials, not retried): check the "
+                "credentials this process uses (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the instance role) "
+                f"and the bucket policy allows the {operation}"
             )
         if remote and ("NoSuchBucket" in codes or "bucketdoesnotexist" in squashed
                        or (isinstance(exc, FileNotFoundError) and operation in ("write", "probe"))):
-            bucket = self.root.split("/", 1)[0]
-            return f"bucket {bucket!r} does not exist{at}: create it or fix the storage URL"
-        if _is_connection_error(exc):
+            return f"bucket {self._bucket()!r} does not exist{at}: create it or fix the storage URL"
+        if kind == "timeout":
+            # Not "cannot reach": a timeout says the endpoint answered too slowly
+            # (or the network dropped the answer), and the fix is a longer timeout.
+            if any("ConnectTimeout" in name for name in _class_names(exc)):
+                target = endpoint or f"(the default for {self.protocol}://)"
+                return (
+                    f"timed out connecting to the storage endpoint {target}: check the network, or raise the connect "
+                    "timeout (for S3: storage_options config_kwargs={'connect_timeout': 60})"
+                )
+            return (
+                f"the {operation} timed out{at}: raise the backend's timeout (for S3: storage_options "
+                "config_kwargs={'read_timeout': 120}) or the retries (config daskflow.storage.retries.attempts, max-delay)"
+            )
+        if kind == "throttled":
+            return (
+                f"the storage service is throttling requests (SlowDown){at}: fewer tasks writing at once, or more "
+                "retries (config daskflow.storage.retries.attempts, max-delay)"
+            )
+        if kind == "server":
+            return f"the storage service answered with a server error{at}: it may be degraded or restarting; try again later"
+        if kind == "connection" or _is_connection_error(exc):
             target = endpoint or f"(the default for {self.protocol}://)"
             return f"cannot reach the storage endpoint {target}: check endpoint_url and the network"
+        if kind == "busy":
+            return "the filesystem stayed busy: try again later"
         if isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
             return "a file stands where the store needs a folder: choose another result_storage"
         return "see the cause above"
@@ -907,9 +986,12 @@ def _missing_bucket(exc: BaseException) -> bool:
 def _is_connection_error(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
     return bool(names & {
-        "EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
-        "ConnectionRefusedError", "ConnectionError", "ReadTimeoutError", "TimeoutError", "FSTimeoutError",
+        "EndpointConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ConnectionRefusedError", "ConnectionError",
     })
+
+
+def _class_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for e in _chain(exc) for cls in type(e).__mro__}
 
 
 def _chain(exc: BaseException | None) -> Iterable[BaseException]:
