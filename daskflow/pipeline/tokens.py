@@ -32,6 +32,7 @@ numpy, pandas and the other types dask has its own rules for are left to dask.
 from __future__ import annotations
 
 import ast
+import collections
 import contextvars
 import copyreg
 import dataclasses
@@ -169,7 +170,7 @@ def _dispatch(value: Any, cls: type, path: dict[int, int]) -> Any:
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         # A subclass (a namedtuple, a defaultdict, ...): its class counts, and its attributes.
         if isinstance(value, dict):
-            items: Any = _items(value, path)
+            items: Any = _items(value, path, ordered=isinstance(value, collections.OrderedDict))
         elif isinstance(value, (set, frozenset)):
             items = _set_tokens(value, path)
         else:
@@ -185,6 +186,8 @@ def _dispatch(value: Any, cls: type, path: dict[int, int]) -> Any:
     if isinstance(value, functools.partial):
         parts = (value.func, value.args, value.keywords)
         return ("partial",) + tuple(_child(p, path, ".", n) for p, n in zip(parts, ("func", "args", "keywords")))
+    if cls is memoryview:
+        return ("memoryview", value.format, value.shape, value.tobytes())
     if cls is object or normalize_token.dispatch(cls) is not normalize_object:
         return value  # numpy, pandas, datetimes, paths, ...: dask's rules (and its refusal of a bare object())
     return _object(value, cls, path)
@@ -198,13 +201,15 @@ def _set_tokens(values: Any, path: dict[int, int]) -> tuple[str, ...]:
     return tuple(sorted(tokenize(_child(v, path, "", "{...}"), ensure_deterministic=True) for v in values))
 
 
-def _items(mapping: Any, path: dict[int, int]) -> tuple[Any, ...]:
-    """A mapping's pairs, keys normalised too, sorted by the key's token."""
+def _items(mapping: Any, path: dict[int, int], ordered: bool = False) -> tuple[Any, ...]:
+    """A mapping's pairs, keys normalised too, sorted by the key's token unless
+    their order counts (an ``OrderedDict``)."""
     pairs = []
     for k, v in mapping.items():
         nk = _child(k, path, "", "[<key>]")
         pairs.append((tokenize(nk, ensure_deterministic=True), nk, _child(v, path, "[]", k)))
-    pairs.sort(key=lambda p: p[0])
+    if not ordered:
+        pairs.sort(key=lambda p: p[0])
     return tuple((nk, nv) for _, nk, nv in pairs)
 
 
@@ -234,14 +239,18 @@ def _object(value: Any, cls: type, path: dict[int, int]) -> Any:
 
 def _reduced(value: Any, cls: type, path: dict[int, int]) -> Any:
     try:
-        # Refuses what pickle refuses (locks, open files, sockets, generators) with
-        # pickle's own message, and calls a custom __reduce__ or __getstate__.
-        reduced = value.__reduce_ex__(4)
+        # As pickle does: a reducer registered with copyreg (re.Pattern's), else the
+        # object's own; refuses what pickle refuses (locks, open files, sockets,
+        # generators) with pickle's message, and calls a custom __reduce__ or __getstate__.
+        registered = copyreg.dispatch_table.get(cls)
+        reduced = registered(value) if registered is not None else value.__reduce_ex__(4)
     except Exception as exc:
         raise Unhashable(f"{type(exc).__name__}: {exc}") from exc
     if isinstance(reduced, str):  # a module-level singleton, pickled by name
         return ("global", class_identity(cls), reduced)
     func, args, state, listitems, dictitems = (tuple(reduced) + (None,) * 5)[:5]
+    if type(state) in (tuple, dict) and not state:
+        state = None  # nothing to restore, however a reducer spells it
     custom_reduce = "__reduce__" in _python_hooks(cls)
     if func in (copyreg.__newobj__, copyreg.__newobj_ex__) and not custom_reduce:
         # The default: the class and its state (a custom __getstate__'s, or __dict__ and slots).
