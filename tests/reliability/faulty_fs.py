@@ -127,6 +127,9 @@ class FaultyFS(AbstractFileSystem):
             return number
 
     def _fault(self, method: str, path: str) -> tuple[BaseException | None, bool]:
+        """The error this call gets (and whether after the call), if any. Every
+        matching fault counts the call, so each fault's numbers are its own."""
+        chosen_error: tuple[BaseException | None, bool] = (None, False)
         for index, fault in enumerate(self.faults):
             if fault.get("method") not in (method, "*") or fault.get("match", "") not in path:
                 continue
@@ -140,10 +143,10 @@ class FaultyFS(AbstractFileSystem):
                 position = (number - 1) % every + 1
                 hit = position in chosen
                 turn = (number - 1) // every * len(chosen) + chosen.index(position) if hit else 0
-            if hit:
+            if hit and chosen_error[0] is None:
                 errors = fault["error"] if isinstance(fault["error"], list) else [fault["error"]]
-                return make_error(errors[turn % len(errors)], path), bool(fault.get("after", False))
-        return None, False
+                chosen_error = (make_error(errors[turn % len(errors)], path), bool(fault.get("after", False)))
+        return chosen_error
 
     def _log(self, method: str, path: str, outcome: str) -> None:
         line = json.dumps({"m": method, "p": path, "o": outcome, "pid": os.getpid(), "t": time.time()}) + "\n"
