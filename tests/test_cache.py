@@ -656,6 +656,7 @@ SAMPLES = {
 }
 
 
+@pytest.mark.slow
 def test_instances_of_an_imported_modules_classes_hash_the_same_in_every_process():
     import os
     import subprocess

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daskflow import SequentialTaskRunner, Store, flow, task
 from daskflow.storage.records import History
 
@@ -70,6 +72,141 @@ def report(flow_obj):
 if __name__ == "__main__":
     print(report(main))
 '''
+
+
+# ---------------------------------------------------- scenario 15: code changes
+def pipeline_script(clean_body: str, pinned_version: str) -> str:
+    return textwrap.dedent('''
+        import json, os, warnings
+        from pathlib import Path
+        from daskflow import SequentialTaskRunner, flow, task
+
+
+        def mark(name):
+            with open(Path(os.environ["MARKS"], name), "a") as f:
+                f.write("x\\n")
+
+
+        @task
+        def load(n):
+            mark("load")
+            return list(range(n))
+
+
+        @task
+        def clean(xs):
+            mark("clean")
+            {clean_body}
+
+
+        @task
+        def score(xs):
+            mark("score")
+            return sum(xs)
+
+
+        @task
+        def side(n):
+            mark("side")
+            return -n
+
+
+        @task(version="{pinned_version}")
+        def pinned(n):
+            mark("pinned")
+            return n * 10
+
+
+        @flow(task_runner=SequentialTaskRunner())
+        def main(n: int = 5):
+            side.submit(n)
+            pinned.submit(n)
+            return score.submit(clean.submit(load.submit(n)))
+    ''').format(clean_body=clean_body, pinned_version=pinned_version) + RUNNER_FOOTER
+
+
+@pytest.mark.slow
+def test_s15_a_code_change_or_version_bump_invalidates_that_task_only(tmp_path, scenario_report):
+    store = tmp_path / "store"
+    script = tmp_path / "job.py"
+    steps = [
+        ("baseline", "return [x for x in xs if x % 2 == 0]", "1", set()),
+        ("clean edited", "return [x for x in xs if x % 2 == 1]", "1", {"clean", "score"}),  # score: its input changed
+        ("pinned version bumped", "return [x for x in xs if x % 2 == 1]", "2", {"pinned"}),
+    ]
+    stale, untouched_hits, untouched = 0, 0, 0
+    for i, (label, body, version, changed) in enumerate(steps):
+        script.write_text(pipeline_script(body, version))
+        report = run_script(tmp_path, store, seed=i + 1)
+        assert report["flow"] == "Completed" and report["warnings"] == [], report
+        if i == 0:
+            assert set(report["states"].values()) == {"Completed"}
+            continue
+        states = {name.rsplit("-", 1)[0]: state for name, state in history_states(store)[i].items()}
+        stale += sum(states[t] == "Cached" for t in changed)
+        untouched_hits += sum(states[t] == "Cached" for t in states if t not in changed)
+        untouched += len(states) - len(changed)
+        assert {t for t, s in states.items() if s != "Cached"} == changed, (label, states)
+    assert stale == 0 and untouched_hits == untouched
+    assert [executions(tmp_path, t) for t in ("load", "clean", "score", "side", "pinned")] == [1, 2, 2, 1, 2]
+    scenario_report(
+        15, "code change and version bump invalidate",
+        f"stale hits {stale}; untouched tasks hit {untouched_hits}/{untouched} (100%) after an edit and a version= bump",
+        backend="local", n=len(steps),
+    )
+
+
+# ------------------------------------------------ scenario 16: failures uncached
+@task
+def fragile(flag: str, n: int) -> int:
+    with Path(flag).with_suffix(".runs").open("a") as runs:
+        runs.write("x\n")
+    if Path(flag).exists():
+        raise RuntimeError("failing on purpose while the flag is set")
+    return 2 * n
+
+
+@task
+def steady(n: int) -> int:
+    return n + 1
+
+
+@flow(task_runner=SequentialTaskRunner())
+def sometimes_failing(flag: str, n: int = 3):
+    return fragile.submit(flag, n), steady.submit(n)
+
+
+def test_s16_a_failure_is_never_cached(tmp_path, _result_storage, scenario_report):
+    flag = tmp_path / "fail-now"
+    flag.write_text("1")
+    first = sometimes_failing(str(flag), return_state=True)
+    assert first.name == "Failed"
+    failed = first.run.task_run("fragile-0")
+    assert failed.state.name == "Failed" and failed.cache_key
+    store = Store(str(_result_storage))
+    cached_failures = int(store.read_manifest(failed.cache_key) is not None)  # nothing at the failing task's key
+
+    flag.unlink()
+    second = sometimes_failing(str(flag), return_state=True)
+    assert second.name == "Completed"
+    rerun = second.run.task_run("fragile-0")
+    assert rerun.cache_key == failed.cache_key  # same key: only the absence of an entry makes it run
+    assert rerun.state.name == "Completed" and not rerun.cache_hit and second.result()[0] == 6
+    cached_failures += int(rerun.cache_hit)
+    assert second.run.task_run("steady-0").state.name == "Cached"
+    assert len(flag.with_suffix(".runs").read_text().splitlines()) == 2  # it ran again
+
+    history = History(store)
+    entry = history.resolve(first.run.id)
+    assert history.run(entry)["state"]["name"] == "Failed"
+    [task_row] = [t for t in history.tasks(entry) if t["name"] == "fragile-0"]
+    assert task_row["state"]["name"] == "Failed" and "failing on purpose" in (task_row["error"] or "")
+    assert cached_failures == 0
+    scenario_report(
+        16, "failures are never cached",
+        "cached failures 0; the rerun executed the task (2 executions, same key); run 1 still Failed in history",
+        backend="local",
+    )
 
 
 # ---------------------------------------------------- defect 1: script classes
@@ -155,6 +292,7 @@ def main():
 ''' + RUNNER_FOOTER
 
 
+@pytest.mark.slow
 def test_s23_script_classes_hash_the_same_in_fresh_interpreters(tmp_path, scenario_report):
     """Defect 1: inputs whose classes live in the script (``__main__``) must give
     the same keys in every interpreter, and in an import of the script."""
@@ -286,6 +424,7 @@ UNHASHABLE = ["lock_holder", "lock_lambda", "open_file", "drifting_state"]
 HASHABLE = ["plain_lambda", "declared_state", "pickle_drops_state", "pickle_drops_state_9", "config", "numbers"]
 
 
+@pytest.mark.slow
 def test_s23_unhashable_inputs_warn_by_name_and_hashable_ones_hit(tmp_path, scenario_report):
     """An object holding a Lock, a lambda closing over one, an open file, a state
     that differs at each call: each run warns naming the task and input (never a
@@ -322,137 +461,4 @@ def test_s23_unhashable_inputs_warn_by_name_and_hashable_ones_hit(tmp_path, scen
         f"silent misses {len(silent)}; named warnings {len(UNHASHABLE)}/{len(UNHASHABLE)} per run; "
         f"hashable inputs hit {len(hits)}/{len(HASHABLE)} (100%) on the rerun",
         backend="local", n=len(UNHASHABLE) + len(HASHABLE), seed=2,
-    )
-
-
-# ---------------------------------------------------- scenario 15: code changes
-def pipeline_script(clean_body: str, pinned_version: str) -> str:
-    return textwrap.dedent('''
-        import json, os, warnings
-        from pathlib import Path
-        from daskflow import SequentialTaskRunner, flow, task
-
-
-        def mark(name):
-            with open(Path(os.environ["MARKS"], name), "a") as f:
-                f.write("x\\n")
-
-
-        @task
-        def load(n):
-            mark("load")
-            return list(range(n))
-
-
-        @task
-        def clean(xs):
-            mark("clean")
-            {clean_body}
-
-
-        @task
-        def score(xs):
-            mark("score")
-            return sum(xs)
-
-
-        @task
-        def side(n):
-            mark("side")
-            return -n
-
-
-        @task(version="{pinned_version}")
-        def pinned(n):
-            mark("pinned")
-            return n * 10
-
-
-        @flow(task_runner=SequentialTaskRunner())
-        def main(n: int = 5):
-            side.submit(n)
-            pinned.submit(n)
-            return score.submit(clean.submit(load.submit(n)))
-    ''').format(clean_body=clean_body, pinned_version=pinned_version) + RUNNER_FOOTER
-
-
-def test_s15_a_code_change_or_version_bump_invalidates_that_task_only(tmp_path, scenario_report):
-    store = tmp_path / "store"
-    script = tmp_path / "job.py"
-    steps = [
-        ("baseline", "return [x for x in xs if x % 2 == 0]", "1", set()),
-        ("clean edited", "return [x for x in xs if x % 2 == 1]", "1", {"clean", "score"}),  # score: its input changed
-        ("pinned version bumped", "return [x for x in xs if x % 2 == 1]", "2", {"pinned"}),
-    ]
-    stale, untouched_hits, untouched = 0, 0, 0
-    for i, (label, body, version, changed) in enumerate(steps):
-        script.write_text(pipeline_script(body, version))
-        report = run_script(tmp_path, store, seed=i + 1)
-        assert report["flow"] == "Completed" and report["warnings"] == [], report
-        if i == 0:
-            assert set(report["states"].values()) == {"Completed"}
-            continue
-        states = {name.rsplit("-", 1)[0]: state for name, state in history_states(store)[i].items()}
-        stale += sum(states[t] == "Cached" for t in changed)
-        untouched_hits += sum(states[t] == "Cached" for t in states if t not in changed)
-        untouched += len(states) - len(changed)
-        assert {t for t, s in states.items() if s != "Cached"} == changed, (label, states)
-    assert stale == 0 and untouched_hits == untouched
-    assert [executions(tmp_path, t) for t in ("load", "clean", "score", "side", "pinned")] == [1, 2, 2, 1, 2]
-    scenario_report(
-        15, "code change and version bump invalidate",
-        f"stale hits {stale}; untouched tasks hit {untouched_hits}/{untouched} (100%) after an edit and a version= bump",
-        backend="local", n=len(steps),
-    )
-
-
-# ------------------------------------------------ scenario 16: failures uncached
-@task
-def fragile(flag: str, n: int) -> int:
-    Path(flag).with_suffix(".runs").open("a").write("x\n")
-    if Path(flag).exists():
-        raise RuntimeError("failing on purpose while the flag is set")
-    return 2 * n
-
-
-@task
-def steady(n: int) -> int:
-    return n + 1
-
-
-@flow(task_runner=SequentialTaskRunner())
-def sometimes_failing(flag: str, n: int = 3):
-    return fragile.submit(flag, n), steady.submit(n)
-
-
-def test_s16_a_failure_is_never_cached(tmp_path, _result_storage, scenario_report):
-    flag = tmp_path / "fail-now"
-    flag.write_text("1")
-    first = sometimes_failing(str(flag), return_state=True)
-    assert first.name == "Failed"
-    failed = first.run.task_run("fragile-0")
-    assert failed.state.name == "Failed" and failed.cache_key
-    store = Store(str(_result_storage))
-    cached_failures = int(store.read_manifest(failed.cache_key) is not None)  # nothing at the failing task's key
-
-    flag.unlink()
-    second = sometimes_failing(str(flag), return_state=True)
-    assert second.name == "Completed"
-    rerun = second.run.task_run("fragile-0")
-    assert rerun.cache_key == failed.cache_key  # same key: only the absence of an entry makes it run
-    assert rerun.state.name == "Completed" and not rerun.cache_hit and second.result()[0] == 6
-    cached_failures += int(rerun.cache_hit)
-    assert second.run.task_run("steady-0").state.name == "Cached"
-    assert len(flag.with_suffix(".runs").read_text().splitlines()) == 2  # it ran again
-
-    history = History(store)
-    entry = history.resolve(first.run.id)
-    assert history.run(entry)["state"]["name"] == "Failed"
-    [task_row] = [t for t in history.tasks(entry) if t["name"] == "fragile-0"]
-    assert task_row["state"]["name"] == "Failed" and "failing on purpose" in (task_row["error"] or "")
-    assert cached_failures == 0
-    scenario_report(
-        16, "failures are never cached",
-        "cached failures 0; the rerun executed the task (2 executions, same key); run 1 still Failed in history",
-        backend="local",
     )
