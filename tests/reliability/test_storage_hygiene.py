@@ -11,18 +11,31 @@ scenarios 10, 11, 12 and 24c).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pickle
+import signal
+import threading
+import time
 from pathlib import Path
 
 import dask
+import psutil
 import pytest
 from click.testing import CliRunner
 
-from daskflow import SequentialTaskRunner, Store, flow
+from daskflow import DaskTaskRunner, SequentialTaskRunner, Store, flow, task
 from daskflow.cli import cli
 from daskflow.exceptions import InvalidOptionError, StorageError, StorageURLError
+from daskflow.storage import gc
 
-from ..conftest import assert_error
+from ..conftest import assert_error, wait_until
+from ..s3 import s3_client
 from ..tasks import counted, runs_of
+from .conftest import FAULT_CONFIG
+
+SEED = 10  # nothing random here; recorded so the rows read like the other scenarios'
 
 
 def invoke(*args: str):
@@ -150,3 +163,172 @@ def test_a_fresh_folder_is_created_by_a_run_and_then_read(tmp_path):
     listed = invoke("runs", "ls", "--storage", str(store))
     assert listed.exit_code == 0 and "one" in listed.stdout, listed.output
     assert invoke("cache", "ls", "--storage", str(store)).exit_code == 0
+
+
+# ------------------------------- scenario 10: a worker killed while writing
+#: Local results are written whole to a temporary file, then renamed: at this size
+#: the write takes a few hundred milliseconds on the CI machine, long enough to
+#: see the temporary file and kill its writer mid-write.
+LOCAL_BYTES = 128 * 2**20
+#: s3fs uploads a result of twice its 50 MiB part size or more in parts (s3fs
+#: ``_pipe_file``); below that it is one PUT, which S3 publishes whole or not at all.
+MULTIPART_BYTES = 110 * 2**20
+KILLS = 3
+#: Each S3 kill costs a 110 MiB rerun upload: fewer, to stay in CI's time.
+S3_KILLS = 2
+
+
+@pytest.fixture(scope="module")
+def one_worker():
+    """One nanny-managed worker process; a killed attempt is not retried
+    (allowed-failures 0), so the key stays unwritten until the rerun."""
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({**FAULT_CONFIG, "distributed.scheduler.allowed-failures": 0}), LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+    ) as local, Client(local, set_as_default=False) as client:
+        yield local, client
+
+
+@task
+def big_result(marker_dir: str, size: int, run: int) -> bytes:
+    """``size`` bytes (a pattern of ``run``); writes ``big.pid.<pid>`` and counts executions."""
+    Path(marker_dir, f"big.pid.{os.getpid()}").write_text(str(os.getpid()))
+    with open(Path(marker_dir, f"big-{run}.runs"), "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return bytes([run % 256]) * size
+
+
+@task
+def length(data: bytes) -> int:
+    return len(data)
+
+
+@flow
+def write_big(marker_dir: str, size: int, run: int) -> int:
+    return length.submit(big_result.submit(marker_dir, size, run)).result()
+
+
+def _wait_for_a_new_worker(client, dead_pid: int) -> None:
+    """Until the scheduler has dropped the killed worker and the nanny's new one has joined."""
+    def replaced() -> bool:
+        pids = [w.get("pid") for w in client.scheduler_info()["workers"].values()]
+        return bool(pids) and dead_pid not in pids
+    wait_until(replaced, 60, 0.1, "the nanny's new worker")
+
+
+def _dead(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _payloads(store: Store) -> dict[str, int]:
+    """Payload objects under results/ (not manifests) and their sizes, asked of the backend."""
+    found = store.fs.find(f"{store.root}/results", detail=True) if store.fs.exists(f"{store.root}/results") else {}
+    return {name: int(info["size"]) for name, info in found.items()
+            if not name.endswith(".json") and not os.path.basename(name).startswith(".tmp-")}
+
+
+def _kill_while_writing(one_worker, store: Store, marks: Path, size: int, run: int, writing) -> dict:
+    """Run ``write_big`` and SIGKILL its worker as soon as ``writing()`` sees the
+    write under way; return what was found at the final key."""
+    local, client = one_worker
+    client.wait_for_workers(1, timeout=60)  # the nanny has restarted the last one
+    manifests_before = {m for m in store.list("results") if m.endswith(".json")}
+    payloads_before = _payloads(store)
+    runner = DaskTaskRunner(address=local.scheduler_address)
+    outcome: dict = {}
+    flow_run = write_big.with_options(task_runner=runner, result_storage=store)
+    thread = threading.Thread(target=lambda: outcome.update(state=flow_run(str(marks), size, run, return_state=True)))
+    thread.start()
+    try:
+        pid_file = wait_until(lambda: [f for f in marks.glob("big.pid.*") if f.read_text()], 60, 0.005, "the writing task to start")[0]
+        pid = int(pid_file.read_text())
+        wait_until(writing, 60, 0.002, "the large write to begin")
+        os.kill(pid, signal.SIGKILL)
+        pid_file.unlink()
+        wait_until(lambda: _dead(pid), 30, message="the writer to die")
+    finally:
+        thread.join(120)
+    assert not thread.is_alive()
+    _wait_for_a_new_worker(client, pid)
+    state = outcome["state"]
+    assert not state.is_completed(), "the kill came too late: the write had finished"
+    # What the killed run left at final paths (earlier runs' entries excepted).
+    manifests = [m for m in store.list("results") if m.endswith(".json") and m not in manifests_before]
+    payloads = {name: n for name, n in _payloads(store).items() if name not in payloads_before}
+    return {"state": state, "manifests": manifests, "payloads": payloads}
+
+
+def _scenario_10(one_worker, store: Store, marks: Path, size: int, writing, backend: str, scenario_report, kills: int) -> dict:
+    partial = leftovers_seen = leftovers_after = recomputed = 0
+    started = time.monotonic()
+    for run in range(kills):
+        found = _kill_while_writing(one_worker, store, marks, size, run, writing)
+        assert found["state"].run.task_run("big_result-0").state.is_crashed(), found["state"]
+        # Never a partial object: no manifest, and any payload present is whole.
+        partial += len(found["manifests"]) + sum(1 for n in found["payloads"].values() if n != len(pickle.dumps(b"x" * size)))
+        listed = invoke("cache", "ls", "--leftovers", "--json", "--storage", store.url)
+        assert listed.exit_code == 0, listed.output
+        seen = json.loads(listed.stdout)
+        leftovers_seen += len(seen)
+        assert seen and all(item["size"] > 0 for item in seen), seen
+        note = invoke("cache", "ls", "--storage", store.url).stderr
+        assert ("temporary file" if backend == "local" else "unfinished multipart upload") in note, note
+        collected = invoke("cache", "gc", "--older-than", "0s", "--storage", store.url)
+        assert collected.exit_code == 0 and "Removed" in collected.stdout, collected.output
+        leftovers_after += len(gc.find_leftovers(store))
+        # The rerun recomputes (the key was never committed) and commits it whole.
+        local, client = one_worker
+        client.wait_for_workers(1, timeout=60)
+        rerun = write_big.with_options(task_runner=DaskTaskRunner(address=local.scheduler_address), result_storage=store)
+        state = rerun(str(marks), size, run, return_state=True)
+        assert state.result() == size
+        executions = runs_of(str(marks), f"big-{run}")
+        assert executions == 2, executions  # killed once, run again once
+        recomputed += 1
+        [manifest] = [store.read_manifest(m.rsplit("/", 1)[1][:-5]) for m in store.list("results")
+                      if m.endswith(".json") and store.read_manifest(m.rsplit("/", 1)[1][:-5]).meta.get("task") == "big_result"
+                      and store.read_manifest(m.rsplit("/", 1)[1][:-5]).meta.get("flow_run_id") == state.run.id]
+        assert manifest.size == len(pickle.dumps(b"x" * size))
+        if backend == "local":  # on S3 the large round trip is scenario 24c's
+            data = store.get(store.payload_path(manifest), large=True)
+            assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert partial == 0 and leftovers_after == 0 and recomputed == kills
+    elapsed = time.monotonic() - started
+    scenario_report(
+        10, "worker killed while writing a large result",
+        f"partial at final key {partial}/{kills} kills; leftovers seen {leftovers_seen}, after gc {leftovers_after}; "
+        f"reruns recomputed {recomputed}/{kills} ({elapsed:.0f} s)",
+        backend=backend, n=kills, seed=SEED, payload_bytes=size,
+    )
+    return {"partial": partial, "leftovers_after": leftovers_after}
+
+
+@pytest.mark.slow
+def test_s10_worker_killed_while_writing_locally(one_worker, tmp_path, scenario_report):
+    store = Store(tmp_path / "store")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def writing() -> bool:
+        return any(item.size > 0 for item in gc.find_leftovers(store))  # the .tmp- file is filling
+
+    _scenario_10(one_worker, store, marks, LOCAL_BYTES, writing, "local", scenario_report, KILLS)
+
+
+@pytest.mark.slow
+def test_s10_worker_killed_while_uploading_to_s3(one_worker, s3_server, s3_store_url, tmp_path, scenario_report):
+    url, options = s3_store_url
+    bucket = url.split("/")[2]
+    client = s3_client(s3_server)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with dask.config.set({"daskflow.storage.options": options}):
+        store = Store(url)
+
+        def writing() -> bool:  # mid-stream: the upload has at least one part
+            uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+            return any(client.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts") for u in uploads)
+
+        _scenario_10(one_worker, store, marks, MULTIPART_BYTES, writing, "moto", scenario_report, S3_KILLS)
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
