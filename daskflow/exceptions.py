@@ -53,6 +53,7 @@ __all__ = [
     "InvalidScheduleError",
     "MappingLengthMismatch",
     "MissingContextError",
+    "NoWorkersError",
     "ParameterValidationError",
     "RunNotFoundError",
     "RunnerError",
@@ -129,6 +130,10 @@ class CrashedError(DaskflowError):
     Raised for a worker that died (``KilledWorker``), a lost connection or a
     result that vanished with its worker.
     """
+
+
+class NoWorkersError(CrashedError):
+    """No Dask worker was left to run a task for ``daskflow.dask.no-workers-timeout`` seconds."""
 
 
 class UpstreamFailedError(DaskflowError):
