@@ -27,7 +27,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, RunnerError
+from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, NoWorkersError, RunnerError, SerializationError
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import (
     AttemptError,
@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 #: The event topic attempt reports are published on.
 REPORT_TOPIC = "daskflow-reports"
+#: The scheduler's own topics the runner follows: ``all`` carries worker
+#: removals (with the tasks that were processing on the worker), the other the
+#: nanny's restarts of a worker past its memory budget.
+CLUSTER_TOPICS = ("all", "worker-restart-memory")
 
 #: LocalCluster settings daskflow uses unless told otherwise: everything listens on
 #: loopback (distributed's dashboard, and each worker's HTTP server, default to
@@ -103,6 +107,8 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     try:
         with hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext():
             value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
+        if spec.result is None and not str(worker.address).startswith("inproc://"):
+            _check_transferable(value, spec, report)
     except (AttemptError, InputLoadError) as exc:
         publish.finish()  # the report travels inside the error
         report = getattr(exc, "report", None)
@@ -117,6 +123,34 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ..
     # a start after an end is Dask recomputing a result lost with its worker.
     publish(report)
     return value
+
+
+def _check_transferable(value: Any, spec: AttemptSpec, report: dict[str, Any]) -> None:
+    """Fail the attempt now if its unpersisted value cannot leave this worker.
+
+    Dask serialises a result only when another process needs it (a dependent
+    on another worker, the driver), long after the task run was recorded
+    Completed, and then fails with a bare ``TypeError``. Serialising it here
+    costs one pickling (zero-copy for arrays) and turns that into a Failed task
+    run with the remedy. Persisted values were serialised by the store already.
+    """
+    from distributed.protocol import serialize
+
+    try:
+        serialize(value, on_error="raise")
+    except Exception as error:
+        exc = error.__cause__ or error  # Dask's TypeError wraps pickle's own reason
+        type_name = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+        message = (
+            f"task run {spec.task_run_name!r} returned a value of type {type_name} that cannot be serialised to leave "
+            f"its worker ({type(exc).__name__}: {exc}). Return something picklable, persist it with a "
+            "result_serializer that can store it, or keep it in one process with a threads runner "
+            "(ConcurrentTaskRunner, or DaskTaskRunner(cluster_kwargs={'processes': False}))"
+        )
+        raise AttemptError(
+            spec.task_run_id, spec.attempt, "failed", SerializationError(message),
+            "daskflow.exceptions.SerializationError", message, "", report,
+        ) from None
 
 
 def load_on_worker(ref: StoredRef) -> Any:
@@ -327,6 +361,8 @@ class _ReportRouter:
             if router is None:
                 router = cls._routers[client.id] = cls(client)
                 client.subscribe_topic(REPORT_TOPIC, router.route)
+                for topic in CLUSTER_TOPICS:
+                    client.subscribe_topic(topic, router.cluster_event)
             router.sinks[flow_run_id] = sink
 
     @classmethod
@@ -339,10 +375,11 @@ class _ReportRouter:
             if router.sinks:
                 return
             del cls._routers[client.id]
-            try:
-                client.unsubscribe_topic(REPORT_TOPIC)
-            except Exception:  # the scheduler may already be gone
-                pass
+            for topic in (REPORT_TOPIC, *CLUSTER_TOPICS):
+                try:
+                    client.unsubscribe_topic(topic)
+                except Exception:  # the scheduler may already be gone
+                    pass
 
     def route(self, event: tuple[float, dict[str, Any]]) -> None:
         # Runs on the client's event loop: hand over and return.
@@ -350,6 +387,126 @@ class _ReportRouter:
         sink = self.sinks.get(msg.get("fr")) if isinstance(msg, dict) else None
         if sink is not None:
             sink(msg)
+
+    def cluster_event(self, event: tuple[float, Any]) -> None:
+        """A worker died (with the keys it was processing) or its nanny restarted it
+        for memory: told to every run, each picks its own keys. A start report
+        lost with its worker (sent after START_REPORT_DELAY) is counted this way."""
+        msg = event[1]
+        if not isinstance(msg, dict):
+            return
+        if msg.get("action") == "remove-worker":
+            keys = [k for k in msg.get("processing-tasks") or () if isinstance(k, str)]
+            if msg.get("expected") or not keys:
+                return  # retired or closed on purpose: Dask does not count it either
+            report = {"ev": "worker-lost", "worker": msg.get("worker"), "keys": keys}
+        elif "rss" in msg and "worker" in msg and "action" not in msg:
+            report = {"ev": "worker-memory", "worker": msg["worker"], "rss": msg["rss"]}
+        else:
+            return
+        for sink in list(self.sinks.values()):
+            sink(report)
+
+
+class _NoWorkersWatch:
+    """Ends a run's attempts ``Crashed`` once no worker has been left for ``timeout`` seconds.
+
+    Dask's own ``no-workers-timeout`` is a scheduler setting (off by default,
+    and out of reach on an external cluster), so with every worker dead the
+    futures would wait forever. The driver asks the scheduler for its worker
+    count about once a second while attempts are outstanding, and cancels them
+    when the count has stayed zero for ``timeout``; :meth:`DaskTaskRunner.outcome`
+    reports each as a :class:`~daskflow.exceptions.NoWorkersError`.
+    """
+
+    def __init__(self, client: Any, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.pending: set[Any] = set()
+        self.lock = threading.Lock()
+        #: Keys cancelled for want of workers, with the message to report.
+        self.failed: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="daskflow-no-workers-watch", daemon=True)
+        self._thread.start()
+
+    def add(self, futures: Sequence[Any]) -> None:
+        with self.lock:
+            self.pending.update(futures)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _workers(self) -> int | None:
+        try:
+            return int(self.client.sync(self.client.scheduler.identity, n_workers=0)["n_workers"])
+        except Exception:  # closing, or the scheduler is unreachable: comms errors end the run anyway
+            return None
+
+    def _run(self) -> None:
+        import time
+
+        interval = min(1.0, max(0.05, self.timeout / 10))
+        empty_since: float | None = None
+        while not self._stop.wait(interval):
+            with self.lock:
+                self.pending = {f for f in self.pending if not f.done()}
+                waiting = list(self.pending)
+            if not waiting or self._workers() != 0:
+                empty_since = None
+                continue
+            now = time.monotonic()
+            empty_since = empty_since if empty_since is not None else now
+            if now - empty_since < self.timeout:
+                continue
+            address = getattr(self.client.scheduler, "address", "the scheduler")
+            message = no_workers_message(address, self.timeout, "daskflow.dask.no-workers-timeout")
+            logger.error("No Dask workers left on %s for %g s: ending %d outstanding attempts", address, self.timeout, len(waiting))
+            with self.lock:
+                for future in waiting:
+                    self.failed[future.key] = message
+            try:
+                self.client.cancel(waiting)
+            except Exception:
+                logger.debug("cancelling %d futures failed", len(waiting), exc_info=True)
+            empty_since = None
+
+
+def no_workers_message(address: str, timeout: float, setting: str) -> str:
+    """Why an attempt ended for want of workers, and what to do about it."""
+    return (
+        f"no Dask workers left on the scheduler at {address} for {timeout:g} s ({setting}); start workers "
+        f"(`dask worker {address}`), check the worker logs for why they died, or raise {setting} "
+        "(null waits for workers forever)"
+    )
+
+
+def no_workers_timeout() -> float | None:
+    """The configured ``daskflow.dask.no-workers-timeout`` in seconds, or None (wait forever).
+
+    Raises
+    ------
+    InvalidOptionError
+        If it is neither null nor a duration above 0 (``60``, ``"2 minutes"``).
+    """
+    import math
+
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    raw = dask.config.get("daskflow.dask.no-workers-timeout", 60)
+    if raw is None:
+        return None
+    try:
+        value = float(parse_timedelta(raw, default="seconds"))
+    except (TypeError, ValueError, KeyError):
+        value = math.nan
+    if isinstance(raw, bool) or not math.isfinite(value) or value <= 0:
+        raise InvalidOptionError(
+            f"daskflow.dask.no-workers-timeout is {raw!r}; give seconds above 0 like 60 (or '2 minutes'), or null to wait forever"
+        )
+    return value
 
 
 def bound_hosts(http_server: Any) -> list[str]:
@@ -462,6 +619,7 @@ class DaskTaskRunner(TaskRunner):
         #: True when the client is a worker's own (a flow run inside a Dask task).
         self._borrowed = False
         self._seceded = False
+        self._watch: _NoWorkersWatch | None = None
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -523,6 +681,10 @@ class DaskTaskRunner(TaskRunner):
                 self._cluster.close()
                 self._cluster = None
                 raise
+        timeout = no_workers_timeout()
+        if timeout is not None and not self._borrowed:
+            # A borrowed client's run holds a worker itself: the count never drops to zero.
+            self._watch = _NoWorkersWatch(self._client, timeout)
 
     def _start_cluster(self) -> Any:
         cls = self._cluster_class()
@@ -578,6 +740,9 @@ class DaskTaskRunner(TaskRunner):
             logger.warning("daskflow %s on this machine but %s on workers", __version__, mismatched)
 
     def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         if client is not None and self._borrowed:
@@ -621,6 +786,12 @@ class DaskTaskRunner(TaskRunner):
         return {**self.resources, **(call.resources or {})}
 
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
+        handles = self._submit(calls)
+        if self._watch is not None:
+            self._watch.add(handles)
+        return handles
+
+    def _submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         client = self.client
         if len(calls) == 1:
             call = calls[0]
@@ -641,7 +812,7 @@ class DaskTaskRunner(TaskRunner):
             resources=self._resources(calls[0]),
             pure=False,
             batch_size=None,
-        ) if not any(c.wait_for for c in calls) else [self.submit([c])[0] for c in calls]
+        ) if not any(c.wait_for for c in calls) else [self._submit([c])[0] for c in calls]
 
     def add_done_callback(self, handle: Any, callback: Callable[[Any], None]) -> None:
         handle.add_done_callback(callback)
@@ -651,13 +822,19 @@ class DaskTaskRunner(TaskRunner):
         if status == "finished":
             return Outcome("finished")
         if status == "cancelled":
-            return Outcome("cancelled")
+            message = self._watch.failed.get(handle.key) if self._watch is not None else None
+            return Outcome("error", NoWorkersError(message)) if message else Outcome("cancelled")
         if status == "lost":
             return Outcome("error", LookupError(f"the result of {handle.key!r} was lost with its worker"))
         try:
-            return Outcome("error", handle.exception())
+            error = handle.exception()
         except Exception as exc:  # e.g. cancelled between the status read and the fetch
             return Outcome("error", exc)
+        if type(error).__name__ == "NoWorkerError":  # the scheduler's own no-workers-timeout, where set
+            timeout = getattr(error, "timeout", None) or 0
+            address = getattr(self._client.scheduler, "address", "the scheduler") if self._client is not None else "the scheduler"
+            error = NoWorkersError(no_workers_message(address, timeout, "distributed.scheduler.no-workers-timeout"))
+        return Outcome("error", error)
 
     def outcome_known_failed(self, handle: Any) -> bool:
         return handle.status in ("error", "cancelled", "lost")
