@@ -9,6 +9,7 @@ land at known points: tasks write pid sentinels and wait on gate files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,13 +33,16 @@ from .conftest import FAULT_CONFIG
 pytestmark = pytest.mark.slow
 
 SEED = 12  # no randomness here; recorded so the rows read like the other scenarios'
+#: The module cluster's worker TTL: below the harness's 10 s (allowed for
+#: scenario 4) so a hung worker costs the suite less; the scheduler checks every TTL.
+TTL = 5.0
 
 
 @pytest.fixture(scope="module")
 def cluster():
     from distributed import Client, LocalCluster
 
-    with dask.config.set(FAULT_CONFIG), LocalCluster(
+    with dask.config.set({**FAULT_CONFIG, "distributed.scheduler.worker-ttl": f"{TTL:g}s"}), LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
     ) as local, Client(local, set_as_default=False) as client:
         yield local, client
@@ -212,7 +216,7 @@ def test_s03_result_lost_with_its_worker_is_read_from_storage(cluster, tmp_path,
 
 def test_s04_hung_worker_is_dropped_after_the_ttl_and_the_task_reruns(cluster, tmp_path, scenario_report):
     runner = _both_workers(cluster)
-    ttl = dask.utils.parse_timedelta(FAULT_CONFIG["distributed.scheduler.worker-ttl"])
+    ttl = TTL
     local, client = cluster
     outcome: dict = {}
     driver = threading.Thread(target=lambda: outcome.update(
@@ -234,15 +238,17 @@ def test_s04_hung_worker_is_dropped_after_the_ttl_and_the_task_reruns(cluster, t
         finished = time.monotonic()
     finally:
         if stopped is not None:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # the nanny may have killed and replaced it
+                os.kill(pid, signal.SIGCONT)
         driver.join(60)
     state = outcome["state"]
     assert state.is_completed(), state
     assert state.result() == sum(range(1, 5)) + 42
     victim = state.run.task_run("gated-0")
     assert victim.attempts >= 2 and victim.worker and victim.state.is_completed()
-    assert ttl <= detected <= ttl + 10
-    scenario_report(4, "hung worker (SIGSTOP)", f"Completed; detection {detected:.1f} s with worker-ttl {ttl:g} s, "
+    # The scheduler checks heartbeats every TTL, then has the nanny replace the worker.
+    assert ttl <= detected <= 2 * ttl + 10
+    scenario_report(4, "hung worker (SIGSTOP)", f"Completed; detection {detected:.1f} s with worker-ttl {ttl:g} s (checked every TTL), "
                     f"run {finished - started:.1f} s in all", backend="local", n=1, seed=SEED)
 
 
@@ -346,6 +352,7 @@ def hog(megabytes: int) -> int:
 @flow
 def hog_pipeline():
     others = add.map(range(4))
+    others.wait()  # finished first: tasks queued on the dying worker would die with it
     return hog.submit(600), others
 
 
