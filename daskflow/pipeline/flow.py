@@ -34,7 +34,7 @@ from ..exceptions import (
     RunnerError,
     StorageError,
 )
-from ..masking import add_secrets, secrets_in
+from ..masking import add_secrets, mask, mask_exception, secrets_in
 from ..runners.base import TaskRunner
 from ..runners.execute import PRINT_SINK, TASK_RUN_CONTEXT, install_print_capture
 from ..storage.store import Store
@@ -288,7 +288,9 @@ class _FlowRunner:
             logger.error("Flow run %r - %s", flow_run.name, exc)
             return self._finish(flow_run, Failed(str(exc), data=exc))
         flow_run.parameters = parameters
-        add_secrets(secrets_in(parameters))  # masked in records, logs and the console
+        # Masked in records, logs and the console, and taken by every task to its
+        # worker (a task may get the raw value as a plain string).
+        add_secrets(secrets_in(parameters), share=True)
         call_args, call_kwargs = flow.parameters.call_arguments(parameters)
         options = (flow.result_storage, flow.persist_result, flow.result_serializer, flow.refresh_cache)
         self.storage = self.parent.engine.storage.child(*options) if self.parent is not None else RunStorage(*options)
@@ -433,6 +435,7 @@ class _FlowRunner:
                 engine.cancel(exc)
                 return Cancelled(str(exc), data=exc)
             except BaseException as exc:
+                mask_exception(exc)  # before its text goes anywhere: it may carry a task's secret
                 engine.cancel(_BodyFailed(f"the flow body raised {type(exc).__name__}: {exc}"))
                 make = Crashed if isinstance(exc, (CrashedError, RunnerError)) else Failed
                 logger.error("Flow run %r - the flow body raised %s: %s", flow_run.name, type(exc).__name__, exc)
@@ -512,7 +515,11 @@ class _FlowRunner:
         return Completed(data=value)
 
     def _finish(self, flow_run: FlowRun, state: State) -> State:
-        state = state.copy(run=flow_run)
+        # The final message and the error the caller raises (uncaught, printed with
+        # its causes and notes) are masked here, whichever way they were built.
+        if isinstance(state.data, BaseException):
+            mask_exception(state.data)
+        state = state.copy(run=flow_run, message=mask(state.message))
         flow_run.set_state(state)
         flow_run.end_time = time.time()
         for unwatch in self._unwatch:

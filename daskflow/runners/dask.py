@@ -33,6 +33,7 @@ from .execute import (
     AttemptError,
     AttemptSpec,
     InputLoadError,
+    SealedArguments,
     StoredRef,
     execute_attempt,
     load_stored,
@@ -96,11 +97,17 @@ class _ReportedFailures(logging.Filter):
                 cls._installed = True
 
 
-def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *wait_for: Any) -> Any:
-    """The Dask task of one attempt: run it, publish the report, return the value."""
+def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, sealed: SealedArguments, *resolved: Any) -> Any:
+    """The Dask task of one attempt: run it, publish the report, return the value.
+
+    ``sealed`` holds the arguments (opaque to Dask, which logs and serves task
+    specs); ``resolved`` starts with the values of the futures lifted out of them
+    and goes on with those the attempt only waited for.
+    """
     from distributed import get_worker
     from distributed.worker import thread_state
 
+    args, kwargs = sealed.open(resolved[: sealed.lifted])
     worker = get_worker()
     key = getattr(thread_state, "key", None)
     publish = _Publisher(worker)
@@ -792,27 +799,31 @@ class DaskTaskRunner(TaskRunner):
         return handles
 
     def _submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
+        from distributed import Future
+
         client = self.client
-        if len(calls) == 1:
-            call = calls[0]
+        # Arguments travel sealed (their repr shows nothing, see SealedArguments);
+        # the futures in them go beside, as Dask dependencies, then those waited for.
+        sealed = [SealedArguments.seal(c.args, c.kwargs, c.spec.task_run_name, Future) for c in calls]
+        extra = [[*lifted, *c.wait_for] for (_, lifted), c in zip(sealed, calls, strict=True)]
+        if len(calls) == 1 or len({len(e) for e in extra}) > 1:
             return [
-                client.submit(
-                    run_on_worker, call.fn, call.spec, call.args, call.kwargs, *call.wait_for,
-                    key=call.key, resources=self._resources(call), pure=False,
-                )
+                client.submit(run_on_worker, call.fn, call.spec, box, *more, key=call.key, resources=self._resources(call), pure=False)
+                for call, (box, _), more in zip(calls, sealed, extra, strict=True)
             ]
-        # One message to the scheduler for the whole batch (Task.map).
+        # One message to the scheduler for the whole batch (Task.map): every call
+        # has as many dependencies, passed as that many more iterables.
         return client.map(
             run_on_worker,
             [c.fn for c in calls],
             [c.spec for c in calls],
-            [c.args for c in calls],
-            [c.kwargs for c in calls],
+            [box for box, _ in sealed],
+            *[list(column) for column in zip(*extra, strict=True)],
             key=[c.key for c in calls],
             resources=self._resources(calls[0]),
             pure=False,
             batch_size=None,
-        ) if not any(c.wait_for for c in calls) else [self._submit([c])[0] for c in calls]
+        )
 
     def add_done_callback(self, handle: Any, callback: Callable[[Any], None]) -> None:
         handle.add_done_callback(callback)

@@ -41,7 +41,7 @@ from ..exceptions import (
     StorageError,
     TaskTimeoutError,
 )
-from ..masking import add_secrets, mask, secrets_in
+from ..masking import add_secrets, mask, mask_exception, secrets_in, secrets_to_share
 from ..storage import retry as storage_retry
 from ..storage.store import Store
 
@@ -52,6 +52,7 @@ __all__ = [
     "AttemptSpec",
     "InputLoadError",
     "ResultSpec",
+    "SealedArguments",
     "StoredRef",
     "TaskRunContext",
     "execute_attempt",
@@ -107,6 +108,76 @@ class StoredRef:
 
     def __repr__(self) -> str:
         return f"StoredRef({self.task_run_name!r}, {self.key!r})"
+
+
+class _Lifted:
+    """Where a lifted-out value goes back into sealed arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Lifted, (self.index,))
+
+
+class SealedArguments:
+    """A task attempt's arguments as they travel through Dask: one opaque value.
+
+    Dask shows task arguments where daskflow cannot mask them: a worker logs
+    ``repr(run_spec)`` of every failed task ("Compute Failed"), and the run spec
+    lives on the scheduler. This object's repr names the task run only. Values
+    Dask must resolve (futures of upstream results) are lifted out by
+    :meth:`seal` and passed beside it, so they stay edges of the graph;
+    :meth:`open` puts their values back where the attempt runs.
+
+    ``secrets`` are the known secrets the arguments contain, and those shared
+    by this process's runs (:func:`daskflow.masking.secrets_to_share`): the
+    worker masks them in the attempt's logs and errors, even when it learned
+    them nowhere else (a ``SecretStr`` parameter passed on as a plain string).
+    """
+
+    __slots__ = ("args", "kwargs", "lifted", "name", "secrets")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, secrets: tuple[str, ...] = (), lifted: int = 0) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.name = name
+        self.secrets = secrets
+        self.lifted = lifted
+
+    @classmethod
+    def seal(cls, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, lift: type | tuple[type, ...] = ()) -> tuple[SealedArguments, list[Any]]:
+        """Sealed arguments of task run ``name``, and the objects of type ``lift``
+        taken out of them (in order) for the runner to pass on beside them."""
+        secrets = secrets_to_share((args, kwargs))
+        lifted: list[Any] = []
+
+        def take(value: Any) -> _Lifted:
+            lifted.append(value)
+            return _Lifted(len(lifted) - 1)
+
+        if lift:
+            args, kwargs = replace_instances((args, kwargs), lift, take)
+        return cls(args, kwargs, name, secrets, len(lifted)), lifted
+
+    def open(self, values: tuple[Any, ...] | list[Any] = ()) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` with the lifted objects replaced by ``values`` (what
+        the runner resolved them to); teaches this process the secrets."""
+        if self.secrets:
+            add_secrets(self.secrets)
+        if not self.lifted:
+            return self.args, self.kwargs
+        if len(values) != self.lifted:
+            raise ValueError(f"the arguments of task run {self.name!r} take {self.lifted} lifted values, got {len(values)}")
+        return replace_instances((self.args, self.kwargs), _Lifted, lambda slot: values[slot.index])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SealedArguments, (self.args, self.kwargs, self.name, self.secrets, self.lifted))
+
+    def __repr__(self) -> str:
+        return f"<arguments of task run {self.name!r}, not shown>"
 
 
 class InputLoadError(Exception):
@@ -451,11 +522,15 @@ def execute_attempt(
         else:
             kind = "failed"
         report = _report(spec, started, context, key)
+        # Masked in place before anything formats or pickles it (the driver, and
+        # Dask's pages, see its arguments, notes and causes); an exception whose
+        # text still shows a secret does not travel, only its masked text does.
+        clean = mask_exception(exc)
         raise AttemptError(
             spec.task_run_id,
             spec.attempt,
             kind,
-            _picklable(exc),
+            _picklable(exc) if clean else None,
             f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
             mask(str(exc)),
             mask(_user_traceback(exc)),
