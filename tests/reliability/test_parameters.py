@@ -29,10 +29,11 @@ CANARY = "sk-canary-21-5d0c9a7e4b13f2"
 
 _FLOW_FILE = """
 from datetime import datetime
+from pydantic import SecretStr
 from daskflow import flow
 
 @flow
-def report(x: int, when: datetime, region: str) -> int:
+def report(x: int, when: datetime, region: str, token: SecretStr) -> int:
     return x
 """
 
@@ -64,13 +65,13 @@ def test_s21_every_bad_field_is_reported_before_any_task(cluster, tmp_path, _res
     markers.mkdir()
 
     @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
-    def report(x: int, when: datetime, region: str) -> str:
+    def report(x: int, when: datetime, region: str, token: SecretStr) -> str:
         return touch(str(markers), "ran")
 
     before = _scheduler_tasks(cluster)
     started = time.perf_counter()
     with pytest.raises(ParameterValidationError) as caught:
-        report(x="abc", when="yesterday", extra=1)  # region is missing
+        report(x="abc", when="yesterday", extra=1, token=CANARY)  # region is missing
     took = time.perf_counter() - started
     fields = {e["field"]: e["error"] for e in caught.value.errors}
     assert set(fields) == {"x", "when", "region", "extra"}, fields
@@ -81,6 +82,7 @@ def test_s21_every_bad_field_is_reported_before_any_task(cluster, tmp_path, _res
     message = str(caught.value)
     for name in ("x", "when", "region", "extra"):
         assert f"  - {name}: " in message, message
+    echoes = message.count(CANARY) + json.dumps(caught.value.errors).count(CANARY)
     # Nothing ran, nothing reached the scheduler, and no run was recorded.
     assert list(markers.iterdir()) == []
     assert _scheduler_tasks(cluster) == before
@@ -94,12 +96,16 @@ def test_s21_every_bad_field_is_reported_before_any_task(cluster, tmp_path, _res
     # The same call from the terminal: one error line naming every field, exit 2.
     path = tmp_path / "report_flow.py"
     path.write_text(_FLOW_FILE)
-    result = CliRunner().invoke(cli, ["run", f"{path}:report", "-p", "x=abc", "-p", "when=yesterday", "-p", "extra=1"])
+    result = CliRunner().invoke(
+        cli, ["run", f"{path}:report", "-p", "x=abc", "-p", "when=yesterday", "-p", "extra=1", "-p", f"token={CANARY}"]
+    )
     line = assert_error(result, 2, "x: ", "when: ", "region: missing required parameter", "extra: unknown parameter")
+    echoes += result.output.count(CANARY)
+    assert echoes == 0
     scenario_report(
         21, "bad parameters: every field at once, nothing submitted",
-        f"4 of 4 bad fields named in {took * 1000:.0f} ms, 0 tasks submitted, no run recorded, CLI exit {result.exit_code} "
-        f"with {len(line)}-char error line",
+        f"4 of 4 bad fields named in {took * 1000:.0f} ms, 0 tasks submitted, no run recorded, secret echoes {echoes}, "
+        f"CLI exit {result.exit_code} with one {len(line)}-char error line",
     )
 
 
