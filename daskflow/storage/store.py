@@ -329,6 +329,11 @@ class Store:
     def put(self, path: str, data: bytes, *, create_only: bool = False) -> None:
         """Write ``data`` at ``path`` atomically (whole or not at all).
 
+        Like every I/O method here, a transient error (timeout, throttling, 5xx,
+        broken connection) is tried again per config ``daskflow.storage.retries``
+        (:mod:`daskflow.storage.retry`); a create-only write tried again after
+        its first try landed unseen finds its own bytes and succeeds.
+
         Raises
         ------
         FileExistsError

@@ -549,3 +549,61 @@ def test_s17_without_a_key_a_fixed_up_digest_is_not_enough_to_run_on_lookup(tmp_
     assert store.exists(store.manifest_path("planted-key-000"))
     assert CliRunner().invoke(cli, ["cache", "ls", "--storage", store.url]).exit_code == 0
     assert not canary.exists()
+
+
+# ---------------------------------------------------------------- what is retried, and what is said
+def _client_error(code: str, status: int) -> BaseException:
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    return translate_boto_error(ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"))
+
+
+def test_s07_transient_errors_are_told_from_permanent_ones():
+    from aiohttp import ServerDisconnectedError
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    from daskflow.storage.retry import transient_kind
+
+    kinds = {
+        "SlowDown": transient_kind(_client_error("SlowDown", 503)),
+        "InternalError": transient_kind(_client_error("InternalError", 500)),
+        "RequestTimeout": transient_kind(_client_error("RequestTimeout", 400)),
+        "read timeout": transient_kind(ReadTimeoutError(endpoint_url="http://x")),
+        "connect timeout": transient_kind(ConnectTimeoutError(endpoint_url="http://x")),
+        "refused": transient_kind(EndpointConnectionError(endpoint_url="http://x")),
+        "reset": transient_kind(ConnectionResetError(104, "Connection reset by peer")),
+        "disconnected": transient_kind(ServerDisconnectedError()),
+        "AccessDenied": transient_kind(_client_error("AccessDenied", 403)),
+        "InvalidAccessKeyId": transient_kind(_client_error("InvalidAccessKeyId", 403)),
+        "NoSuchBucket": transient_kind(_client_error("NoSuchBucket", 404)),
+        "NoSuchKey": transient_kind(_client_error("NoSuchKey", 404)),
+        "local permission": transient_kind(PermissionError(13, "Permission denied")),
+        "exists": transient_kind(FileExistsError("x")),
+        "disk I/O": transient_kind(OSError(5, "Input/output error")),
+    }
+    assert kinds == {
+        "SlowDown": "throttled", "InternalError": "server", "RequestTimeout": "timeout", "read timeout": "timeout",
+        "connect timeout": "timeout", "refused": "connection", "reset": "connection", "disconnected": "connection",
+        "AccessDenied": None, "InvalidAccessKeyId": None, "NoSuchBucket": None, "NoSuchKey": None,
+        "local permission": None, "exists": None, "disk I/O": None,
+    }
+
+
+@pytest.mark.parametrize("fault, expected, not_expected", [
+    ("timeout", ["the write timed out", "config_kwargs={'read_timeout': 120}", "gave up after 4 attempts"], ["cannot reach"]),
+    ("slowdown", ["throttling requests (SlowDown)", "daskflow.storage.retries", "gave up after 4 attempts"], ["cannot reach"]),
+    ("reset", ["storage unreachable: write of faulty://", "cannot reach the storage endpoint", "gave up after 4 attempts"], []),
+    ("denied", ["access was denied to bucket", "permission or credentials, not retried"], ["gave up", "storage unreachable"]),
+])
+def test_s07_an_error_that_outlasts_the_retries_says_what_it_is(tmp_path, fault, expected, not_expected):
+    store, state = _faulty(tmp_path, [{"method": "pipe_file", "every": 1, "at": [1], "error": fault}])
+    with pytest.raises(StorageError) as info:
+        store.put("probe/x", b"1")
+    message = str(info.value)
+    assert info.value.operation == "write" and info.value.url == store.describe("probe/x")
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+    for fragment in not_expected:
+        assert fragment not in message, (fragment, message)
+    assert len(list(faulty_fs.calls_of(state, "pipe_file"))) == (1 if fault == "denied" else 4)
