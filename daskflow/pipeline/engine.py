@@ -454,6 +454,10 @@ class FlowRunEngine:
             limits=tuple((tag, self.tag_limits[tag]) for tag in task.tags if tag in self.tag_limits) if self.tag_limits else (),
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
+        # Plain arguments (flow parameters) given to many tasks: a large one crosses once per run.
+        share = self.runner.share
+        args = tuple(share(a) for a in args)
+        kwargs = {name: share(v) for name, v in kwargs.items()}
         return AttemptCall(
             fn=self._fn_ref(task),
             spec=spec,

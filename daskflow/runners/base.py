@@ -82,6 +82,15 @@ class TaskRunner(abc.ABC):
         """
         return ref
 
+    def share(self, value: Any) -> Any:
+        """What to pass in later submits where ``value`` (an argument of a task,
+        such as a flow parameter) is given to many tasks.
+
+        The default passes the value itself. A runner that ships arguments over
+        the network may send a large one once per run and pass a handle.
+        """
+        return value
+
     def shares_memory(self) -> bool:
         """Whether every attempt runs in this process (so a ``memory://`` store works)."""
         return False

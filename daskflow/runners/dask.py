@@ -60,6 +60,26 @@ LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: An argument at least this large (bytes, or an array's ``nbytes``) is sent to
+#: the cluster once per run, as the value of a task its attempts depend on,
+#: instead of inside every attempt's graph (a 200 MB flow parameter passed to
+#: ten tasks would otherwise cross ten times, and sit in the scheduler ten times).
+SHARE_BYTES = 1_000_000
+
+
+def payload_bytes(value: Any) -> int:
+    """The size of a bytes-like or array-like value (0 for anything else: not measured)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return value.nbytes if isinstance(value, memoryview) else len(value)
+    size = getattr(value, "nbytes", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) else 0
+
+
+def shared_value(value: Any) -> Any:
+    """Worker side of :meth:`DaskTaskRunner.share`: the argument itself."""
+    return value
+
+
 #: A task function whose pickle is larger than this (a closure over data, a
 #: function from ``__main__`` referencing big globals) is shipped once per run as a
 #: dependency; a smaller one rides along with each submit, which costs less than a
@@ -627,6 +647,9 @@ class DaskTaskRunner(TaskRunner):
         self._borrowed = False
         self._seceded = False
         self._watch: _NoWorkersWatch | None = None
+        #: Large arguments sent once this run: id -> (value, future); the value is
+        #: kept so its id cannot be reused by another object while the run lasts.
+        self._shared: dict[int, tuple[Any, Any]] = {}
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -750,6 +773,7 @@ class DaskTaskRunner(TaskRunner):
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        self._shared = {}
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         if client is not None and self._borrowed:
@@ -782,6 +806,17 @@ class DaskTaskRunner(TaskRunner):
         # One load per run, kept in cluster memory and moved worker to worker
         # like any result, however many tasks take it as input.
         return self.client.submit(load_on_worker, ref, key=f"daskflow-load-{ref.key[:20]}-{uuid.uuid4().hex[:12]}", pure=False)
+
+    def share(self, value: Any) -> Any:
+        # A task, not client.scatter: Dask recomputes a task's value from its spec
+        # when the worker holding it dies, while scattered data is lost with it.
+        if payload_bytes(value) < SHARE_BYTES:
+            return value
+        entry = self._shared.get(id(value))
+        if entry is None or entry[0] is not value:
+            entry = self._shared[id(value)] = (value, self.client.submit(
+                shared_value, value, key=f"daskflow-arg-{type(value).__name__}-{uuid.uuid4().hex}", pure=False))
+        return entry[1]
 
     def shares_memory(self) -> bool:
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
