@@ -597,10 +597,19 @@ class DaskTaskRunner(TaskRunner):
     When a worker dies, Dask reschedules the tasks it held. daskflow records an
     attempt that was seen *running* there as ``Crashed`` and counts Dask's rerun
     as the next attempt, which spends one of the task's retries if any is left.
-    Tasks only queued on the dead worker had not started: no attempt is spent.
-    After ``distributed.scheduler.allowed-failures`` deaths (default 3) Dask gives
-    up with ``KilledWorker``: a Crashed attempt, retried if retries remain, else
-    the task run ends ``Crashed``.
+    An attempt whose worker died before its start report came (the scheduler's
+    worker removal names it) counts as a Crashed attempt too, but spends no retry:
+    it may only have been queued there. After
+    ``distributed.scheduler.allowed-failures`` deaths (default 3) Dask gives up
+    with ``KilledWorker``: every death counts as an attempt, the message says
+    whether the worker exceeded its memory limit, and the task is retried if
+    retries remain, else it ends ``Crashed``.
+
+    With no worker left at all for ``daskflow.dask.no-workers-timeout`` seconds
+    (default 60; ``None`` waits forever) the attempts still waiting end
+    ``Crashed`` with a :class:`~daskflow.exceptions.NoWorkersError`, on a cluster
+    the run started or an external one. A value that is not persisted must be
+    picklable to leave its worker: one that is not fails its attempt at once.
 
     Examples
     --------
