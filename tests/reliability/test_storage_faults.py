@@ -160,6 +160,8 @@ def outage_pipeline(marker_dir: str, fast: int, slow: int) -> list[int]:
     OUTAGE_RUNS.append(FLOW_RUN_CONTEXT.get().flow_run)
     first = [counted.submit(marker_dir, f"fast{i}", i) for i in range(fast)]
     gated = [block_until.submit(marker_dir, f"slow{i}", wait_for=first) for i in range(slow)]
+    for future in gated:
+        future.wait()  # every gated task ends (Failed) before the body raises the first failure
     return [f.result() for f in first] + [g.result() for g in gated]
 
 
