@@ -16,6 +16,9 @@ import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -30,9 +33,10 @@ from daskflow.cli import cli
 from daskflow.exceptions import InvalidOptionError, StorageError, StorageURLError
 from daskflow.storage import gc
 
-from ..conftest import assert_error, wait_until
-from ..s3 import s3_client
+from ..conftest import assert_error, wait_until, worker_env
+from ..s3 import bucket_keys, s3_client
 from ..tasks import counted, runs_of
+from ..test_cache_faults import _RACE_SCRIPT  # scenario 11's driver script, shared
 from .conftest import FAULT_CONFIG
 
 SEED = 10  # nothing random here; recorded so the rows read like the other scenarios'
@@ -332,3 +336,199 @@ def test_s10_worker_killed_while_uploading_to_s3(one_worker, s3_server, s3_store
 
         _scenario_10(one_worker, store, marks, MULTIPART_BYTES, writing, "moto", scenario_report, S3_KILLS)
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+# ------------------------------- scenario 11: two runs of one key at once
+
+
+@task
+def raced(barrier: str) -> str:
+    """Both runs get here, past their cache lookups, before either commits;
+    each computes a different value (a uuid) and counts its execution."""
+    import uuid
+
+    Path(barrier, f"arrived-{uuid.uuid4().hex}").touch()
+    wait_until(lambda: len(list(Path(barrier).glob("arrived-*"))) >= 2, 60, 0.01, "the other run")
+    time.sleep(0.2)  # widen the race: both commit within the same moment
+    return uuid.uuid4().hex
+
+
+@flow(task_runner=SequentialTaskRunner())
+def race_in_threads(barrier: str) -> str:
+    return raced(barrier)
+
+
+def _versions(endpoint: str, bucket: str) -> dict[str, int]:
+    """Committed PUTs per manifest key of a versioned bucket."""
+    versions = s3_client(endpoint).list_object_versions(Bucket=bucket).get("Versions", [])
+    counts: dict[str, int] = {}
+    for version in versions:
+        if version["Key"].endswith(".json") and "/results/" in version["Key"]:
+            counts[version["Key"]] = counts.get(version["Key"], 0) + 1
+    return counts
+
+
+def _race(kind: str, tmp_path: Path, url: str, options: dict) -> list[str]:
+    barrier = tmp_path / f"barrier-{kind}"
+    barrier.mkdir()
+    if kind == "threads":
+        values: list[str] = []
+        with dask.config.set({"daskflow.storage.url": url, "daskflow.storage.options": options}):
+            threads = [threading.Thread(target=lambda: values.append(race_in_threads(str(barrier)))) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        assert len(values) == 2
+        return values
+    script = tmp_path / "race.py"
+    script.write_text(textwrap.dedent(_RACE_SCRIPT))
+    env = {**worker_env(), "DASK_DASKFLOW__STORAGE__URL": url, "DASK_DASKFLOW__STORAGE__OPTIONS": repr(options),
+           "DASK_DASKFLOW__LOGGING__CONSOLE": "false"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(barrier)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(json.loads(out.strip().splitlines()[-1])["value"])
+    return outputs
+
+
+def _scenario_11(tmp_path: Path, url: str, options: dict, backend: str, committed, scenario_report) -> None:
+    rows = []
+    for kind in ("drivers", "threads"):
+        store_url = f"{url}/{kind}"
+        values = _race(kind, tmp_path, store_url, options)
+        store = Store(store_url, options)
+        arrived = len(list((tmp_path / f"barrier-{kind}").glob("arrived-*")))
+        manifests = [m for m in store.list("results") if m.endswith(".json")]
+        payloads = [m for m in store.list("results") if not m.endswith(".json")]
+        per_key = committed(store, manifests)
+        assert values[0] == values[1], values  # the loser adopted the winner's entry
+        assert set(per_key.values()) == {1}, per_key  # one committed write per key
+        assert len(payloads) == len(manifests)  # the loser's payloads were removed
+        if kind == "threads":
+            [manifest] = [store.read_manifest(m.rsplit("/", 1)[1][:-5]) for m in manifests]
+            assert store.read_result(manifest.key) == values[0]
+        rows.append(f"{kind}: committed writes per key {max(per_key.values())}, executions {arrived} (duplicates {arrived - 1}), "
+                    f"results identical {values[0] == values[1]}")
+    scenario_report(11, "two concurrent runs, same cache key", "; ".join(rows), backend=backend, n=2, seed=SEED)
+
+
+@pytest.mark.slow
+def test_s11_two_runs_of_one_key_commit_once_locally(tmp_path, scenario_report):
+    def committed(store: Store, manifests: list[str]) -> dict[str, int]:
+        # A local create-only commit is os.link: a second one fails; count the
+        # manifests and check each names the payload that is there.
+        return {m: 1 for m in manifests if store.exists(store.payload_path(store.read_manifest(m.rsplit("/", 1)[1][:-5])))}
+
+    _scenario_11(tmp_path, str(tmp_path / "store"), {}, "local", committed, scenario_report)
+
+
+@pytest.mark.slow
+def test_s11_two_runs_of_one_key_commit_once_on_s3(s3_server, s3_store_url, tmp_path, scenario_report):
+    url, options = s3_store_url
+    bucket = url.split("/")[2]
+    # A versioned bucket keeps every committed PUT: the count of versions is the count of commits.
+    s3_client(s3_server).put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def committed(store: Store, manifests: list[str]) -> dict[str, int]:
+        counts = _versions(s3_server, bucket)
+        return {m: counts.get(f"{store.root.split('/', 1)[1]}/{m}", 0) for m in manifests}
+
+    _scenario_11(tmp_path, url, options, "moto", committed, scenario_report)
+
+
+# ------------------------- scenario 12: a stale listing and an external writer
+_WRITER = """
+import sys
+from daskflow import Store
+import json
+store = Store(sys.argv[1], json.loads(sys.argv[2]))
+for key in sys.argv[3:]:
+    store.write_result(key, key.upper(), meta={"task": "external"})
+"""
+
+
+def _scenario_12(tmp_path: Path, url: str, options: dict, backend: str, scenario_report) -> None:
+    keys = [f"ab{n:02d}cd{'0' * 8}{n:04d}" for n in range(20)]  # all in two shard folders A lists
+    reader = Store(url, {**options, "use_listings_cache": True})  # asked for, and refused on S3
+    reader.put("results/ab/00/seed.txt", b"x")  # so the listings below have something to cache
+    before = [reader.children(f"results/{k[0:2]}/{k[2:4]}") for k in keys]  # process A lists the prefix
+    reader.fs.ls(f"{reader.root}/results/ab", detail=False)
+    assert reader.lookup(keys) == dict.fromkeys(keys)  # every key a miss, and listed as absent
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    written = subprocess.run([sys.executable, str(script), url, json.dumps(options), *keys], env=worker_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    found = reader.lookup(keys)
+    false_misses = sum(1 for k in keys if found[k] is None)
+    loaded = sum(1 for k in keys if found[k] is not None and reader.read_result(k, found[k]) == k.upper())
+    listed = sum(1 for k in keys if f"{k}.json" in reader.children(f"results/{k[0:2]}/{k[2:4]}"))
+    assert false_misses == 0 and loaded == len(keys) and listed == len(keys), (false_misses, loaded, listed, before)
+    scenario_report(12, "stale listing cache / external writer",
+                    f"false misses {false_misses}/{len(keys)} lookups after a listing; loaded {loaded}; stale listings {len(keys) - listed}",
+                    backend=backend, n=len(keys), seed=SEED)
+
+
+def test_s12_an_external_writers_entry_is_a_hit_locally(tmp_path, scenario_report):
+    _scenario_12(tmp_path, str(tmp_path / "store"), {}, "local", scenario_report)
+
+
+def test_s12_an_external_writers_entry_is_a_hit_on_s3(s3_store_url, tmp_path, scenario_report):
+    url, options = s3_store_url
+    _scenario_12(tmp_path, url, options, "moto", scenario_report)
+
+
+# ------------------- scenario 24c: a multipart result commits only on success
+@task
+def large_payload(size: int) -> bytes:
+    return hashlib.sha256(b"24c").digest() * (size // 32)
+
+
+@flow(task_runner=SequentialTaskRunner())
+def store_large(size: int) -> int:
+    return len(large_payload(size))
+
+
+@pytest.mark.slow
+def test_s24c_a_multipart_result_commits_only_on_success(s3_server, s3_store_url, scenario_report):
+    url, options = s3_store_url
+    bucket = url.split("/")[2]
+    client = s3_client(s3_server)
+    outcome: dict = {}
+    seen_during_upload: list[list[str]] = []
+    with dask.config.set({"daskflow.storage.url": url, "daskflow.storage.options": options}):
+        started = time.monotonic()
+        thread = threading.Thread(target=lambda: outcome.update(state=store_large(MULTIPART_BYTES, return_state=True)))
+        thread.start()
+        try:
+            def uploading() -> bool:
+                uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+                if any(client.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts") for u in uploads):
+                    # Mid-upload: neither the payload nor a manifest is visible.
+                    seen_during_upload.append([k for k in bucket_keys(s3_server, bucket) if "/results/" in k])
+                    return True
+                return not thread.is_alive()
+            wait_until(uploading, 120, 0.01, "the multipart upload")
+        finally:
+            thread.join(180)
+        elapsed = time.monotonic() - started
+        state = outcome["state"]
+        assert state.result() == MULTIPART_BYTES
+        assert seen_during_upload == [[]], seen_during_upload  # the upload was seen, nothing published yet
+        assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # completed, none left open
+        store = Store(url)
+        [manifest] = [store.read_manifest(m.rsplit("/", 1)[1][:-5]) for m in store.list("results") if m.endswith(".json")
+                      if store.read_manifest(m.rsplit("/", 1)[1][:-5]).meta.get("task") == "large_payload"]
+        value = store.read_result(manifest.key)
+        stored = store.get(store.payload_path(manifest), large=True)
+        digest_match = hashlib.sha256(stored).hexdigest() == manifest.sha256 and value == large_payload.fn(MULTIPART_BYTES)
+        head = client.head_object(Bucket=bucket, Key=f"{store.root.split('/', 1)[1]}/{store.payload_path(manifest)}")
+        assert digest_match and "-" in head["ETag"]  # a multipart ETag: "<md5 of md5s>-<parts>"
+    scenario_report(24, "(c) a result large enough for multipart on moto",
+                    f"{manifest.size / 2**20:.0f} MiB in {head['ETag'].strip(chr(34)).rsplit('-', 1)[1]} parts: nothing visible "
+                    f"mid-upload, committed on success, round-trip digest match {digest_match} ({elapsed:.1f} s)",
+                    backend="moto", n=1, seed=SEED)
