@@ -214,44 +214,6 @@ def test_s03_result_lost_with_its_worker_is_read_from_storage(cluster, tmp_path,
                     f"(lost key recomputed by Dask {reloads}x, loaded from storage)", backend="local", n=1, seed=SEED)
 
 
-def test_s04_hung_worker_is_dropped_after_the_ttl_and_the_task_reruns(cluster, tmp_path, scenario_report):
-    runner = _both_workers(cluster)
-    ttl = TTL
-    local, client = cluster
-    outcome: dict = {}
-    driver = threading.Thread(target=lambda: outcome.update(
-        state=kill_pipeline.with_options(task_runner=runner)(str(tmp_path), return_state=True)))
-    RUNS.clear()
-    stopped = None
-    started = time.monotonic()
-    driver.start()
-    try:
-        pid = int(wait_until(lambda: next(tmp_path.glob("victim.pid.*"), None), 60, message="the pid sentinel").read_text())
-        os.kill(pid, signal.SIGSTOP)
-        stopped = time.monotonic()
-        workers_before = len(client.scheduler_info(n_workers=-1)["workers"])
-        (tmp_path / "victim.go").write_text("go")  # the rerun elsewhere finishes at once
-        wait_until(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) < workers_before, ttl + 20,
-                   interval=0.1, message="the scheduler to drop the hung worker")
-        detected = time.monotonic() - stopped
-        driver.join(60)
-        finished = time.monotonic()
-    finally:
-        if stopped is not None:
-            with contextlib.suppress(ProcessLookupError):  # the nanny may have killed and replaced it
-                os.kill(pid, signal.SIGCONT)
-        driver.join(60)
-    state = outcome["state"]
-    assert state.is_completed(), state
-    assert state.result() == sum(range(1, 5)) + 42
-    victim = state.run.task_run("gated-0")
-    assert victim.attempts >= 2 and victim.worker and victim.state.is_completed()
-    # The scheduler checks heartbeats every TTL, then has the nanny replace the worker.
-    assert ttl <= detected <= 2 * ttl + 10
-    scenario_report(4, "hung worker (SIGSTOP)", f"Completed; detection {detected:.1f} s with worker-ttl {ttl:g} s (checked every TTL), "
-                    f"run {finished - started:.1f} s in all", backend="local", n=1, seed=SEED)
-
-
 @flow
 def stranded_pipeline(marker_dir: str):
     return [block_until.submit(marker_dir, f"stuck{i}") for i in range(2)]
@@ -375,3 +337,42 @@ def test_s24b_task_past_its_memory_limit_is_crashed_naming_the_limit(tmp_path, s
     scenario_report(24, "(b) task past its worker's memory limit", f"Crashed, 'worker exceeded its memory limit "
                     f"(300 MB)', after {hogged.attempts} attempts in {verdict:.1f} s; other tasks 4/4 Completed",
                     backend="local", n=1, seed=SEED, part="b")
+
+
+# Last: the nanny's replacement of a SIGSTOPped worker can be slow, and no later test needs this cluster.
+def test_s04_hung_worker_is_dropped_after_the_ttl_and_the_task_reruns(cluster, tmp_path, scenario_report):
+    runner = _both_workers(cluster)
+    ttl = TTL
+    local, client = cluster
+    outcome: dict = {}
+    driver = threading.Thread(target=lambda: outcome.update(
+        state=kill_pipeline.with_options(task_runner=runner)(str(tmp_path), return_state=True)))
+    RUNS.clear()
+    stopped = None
+    started = time.monotonic()
+    driver.start()
+    try:
+        pid = int(wait_until(lambda: next(tmp_path.glob("victim.pid.*"), None), 60, message="the pid sentinel").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        workers_before = len(client.scheduler_info(n_workers=-1)["workers"])
+        (tmp_path / "victim.go").write_text("go")  # the rerun elsewhere finishes at once
+        wait_until(lambda: len(client.scheduler_info(n_workers=-1)["workers"]) < workers_before, ttl + 20,
+                   interval=0.1, message="the scheduler to drop the hung worker")
+        detected = time.monotonic() - stopped
+        driver.join(60)
+        finished = time.monotonic()
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):  # the nanny may have killed and replaced it
+                os.kill(pid, signal.SIGCONT)
+        driver.join(60)
+    state = outcome["state"]
+    assert state.is_completed(), state
+    assert state.result() == sum(range(1, 5)) + 42
+    victim = state.run.task_run("gated-0")
+    assert victim.attempts >= 2 and victim.worker and victim.state.is_completed()
+    # The scheduler checks heartbeats every TTL, then has the nanny replace the worker.
+    assert ttl <= detected <= 2 * ttl + 10
+    scenario_report(4, "hung worker (SIGSTOP)", f"Completed; detection {detected:.1f} s with worker-ttl {ttl:g} s (checked every TTL), "
+                    f"run {finished - started:.1f} s in all", backend="local", n=1, seed=SEED)
