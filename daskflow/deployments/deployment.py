@@ -23,6 +23,7 @@ from typing import Any
 
 from ..exceptions import FlowImportError, InvalidDeploymentError, InvalidOptionError, InvalidScheduleError, ParameterValidationError
 from ..masking import secrets_in
+from ..pipeline.names import check_tag_texts
 from ..storage.store import Store, resolve_store
 from .registry import Registry, check_deployment_name, deployment_id
 from .schedules import Schedule, make_schedule, schedule_from_dict
@@ -429,7 +430,8 @@ def _check_strings(owner: str, label: str, values: Iterable[str] | None) -> tupl
     for value in out:
         if not isinstance(value, str) or not value:
             raise InvalidDeploymentError(f"{owner}: {label} must be non-empty strings, got {value!r}")
-    return out
+    # The rule of flow and task tags (they are added to each run's).
+    return check_tag_texts(owner, out, InvalidDeploymentError)
 
 
 def _check_optional_str(owner: str, label: str, value: Any) -> str | None:

@@ -42,6 +42,7 @@ from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .history import RunRecorder, history_enabled
+from .names import check_name_text, check_tag_texts
 from .options import (
     Hook,
     check_hooks,
@@ -117,11 +118,11 @@ class Flow(Generic[P, R]):
         if inspect.iscoroutinefunction(fn):
             raise InvalidOptionError(f"flow {getattr(fn, '__name__', fn)!r} is async; daskflow flows are plain functions (tasks may be async)")
         self.fn = fn
-        self.name = check_name(fn, name, "flow")
+        self.name = check_name_text("flow", check_name(fn, name, "flow"))
         owner = f"flow {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
         self.version = version
-        self.tags = check_tags(owner, tags)
+        self.tags = check_tag_texts(owner, check_tags(owner, tags))
         if task_runner is not None and not isinstance(task_runner, TaskRunner):
             raise InvalidOptionError(
                 f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), got {task_runner!r}"

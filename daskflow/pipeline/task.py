@@ -15,6 +15,7 @@ from ..storage.store import Store
 from .cache import NONE, CachePolicy, check_cache_policy, check_expiration
 from .context import FLOW_RUN_CONTEXT
 from .futures import TaskFuture, TaskFutureList, unmapped
+from .names import check_name_text, check_tag_texts
 from .options import (
     Hook,
     check_hooks,
@@ -68,10 +69,10 @@ class Task(Generic[P, R]):
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
         self.fn = fn
-        self.name = check_name(fn, name, "task")
+        self.name = check_name_text("task", check_name(fn, name, "task"))
         owner = f"task {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
-        self.tags = check_tags(owner, tags)
+        self.tags = check_tag_texts(owner, check_tags(owner, tags))
         self.version = version
         self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, retry_jitter_factor)
         self.retries = retries

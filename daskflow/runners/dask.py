@@ -28,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, NoWorkersError, RunnerError, SerializationError
+from ..storage.records import without_surrogates
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import (
     AttemptError,
@@ -211,6 +212,9 @@ class _Publisher:
         self.lock = threading.Lock()
 
     def __call__(self, message: dict[str, Any]) -> None:
+        # A lone surrogate in a log line or an artifact would break the worker's
+        # whole stream to the scheduler (msgpack refuses it): send it escaped.
+        message = without_surrogates(message)
         if message["ev"] == "start":
             self.start = message
             self.worker.loop.add_callback(self.worker.loop.call_later, START_REPORT_DELAY, self._send_start)

@@ -23,6 +23,7 @@ import dask.config
 from ..pipeline.history import artifact_record, log_record, run_record, task_record
 from ..pipeline.runs import FlowRun, TaskRun
 from ..runners.base import TaskRunner
+from ..storage.records import without_surrogates
 
 __all__ = ["LiveFeed", "status_link", "status_enabled", "watch"]
 
@@ -191,7 +192,13 @@ class LiveFeed:
     def _send(self, batch: dict[str, Any]) -> None:
         client = self.client
         rpc = getattr(client.scheduler, UPDATE_HANDLER)
-        client.sync(rpc, batch=batch, driver=client.id, callback_timeout=30)
+        try:
+            client.sync(rpc, batch=batch, driver=client.id, callback_timeout=30)
+        except UnicodeEncodeError:
+            # A lone surrogate somewhere (msgpack refuses it before anything is
+            # sent): send the text as the history writes it. Only then, so a
+            # push does not pay for a walk over every record.
+            client.sync(rpc, batch=without_surrogates(batch), driver=client.id, callback_timeout=30)
 
     def _failed(self, exc: Exception) -> None:
         text = str(exc)

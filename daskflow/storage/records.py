@@ -49,10 +49,14 @@ __all__ = [
     "History",
     "RunEntry",
     "RunWriter",
+    "escape_surrogates",
+    "json_safe",
+    "json_text",
     "matches_filters",
     "run_ended",
     "run_folder",
     "with_late_mark",
+    "without_surrogates",
 ]
 
 #: Bumped when the record layout changes incompatibly.
@@ -84,9 +88,100 @@ def _folder_time(folder: str) -> float:
     return calendar.timegm(time.strptime(text[:15], "%Y%m%dT%H%M%S")) + int(text[15:18]) / 1000
 
 
+#: Lone surrogates (``"\\ud800"``, or bytes decoded with ``surrogateescape``): no
+#: UTF-8 encoding exists for them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _visible_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as its visible escape (``\\ud800``,
+    six characters), as Python's ``repr`` shows it: text that always encodes."""
+    return _SURROGATES.sub(_visible_escape, text)
+
+
+def _text(value: Any) -> str:
+    # ``default=`` of the record encoder: an odd value is written as its str(),
+    # and one whose str() raises as its type.
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def json_safe(value: Any, _seen: frozenset[int] = frozenset()) -> Any:
+    """``value`` as plain JSON data that always encodes: strings with lone
+    surrogates escaped (:func:`escape_surrogates`), keys made strings, other
+    objects as their ``str()``, a container inside itself as ``"<cycle>"``.
+
+    Returns ``value`` itself when nothing in it needs changing.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() or not _SURROGATES.search(value) else escape_surrogates(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in _seen:
+            return "<cycle>"
+        seen = _seen | {id(value)}
+        if isinstance(value, dict):
+            out = {json_safe(k if isinstance(k, str) else _text(k), seen): json_safe(v, seen) for k, v in value.items()}
+            same = all(a is b for a, b in zip(out, value)) and all(out[k] is v for k, v in zip(out, value.values()))
+            return value if same and len(out) == len(value) else out
+        items = [json_safe(v, seen) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+    return escape_surrogates(_text(value))
+
+
+def without_surrogates(value: Any) -> Any:
+    """``value`` with the lone surrogates of its strings (keys included, inside
+    dicts, lists and tuples) escaped as :func:`escape_surrogates` does; other
+    objects are kept as they are. For messages that go out as msgpack (Dask's
+    comms refuse a surrogate: a worker's report stream would break).
+
+    Returns ``value`` itself when nothing in it needs changing.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() or not _SURROGATES.search(value) else escape_surrogates(value)
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            new_key, new_item = without_surrogates(key), without_surrogates(item)
+            changed = changed or new_key is not key or new_item is not item
+            out[new_key] = new_item
+        return out if changed else value
+    if isinstance(value, (list, tuple)):
+        items = [without_surrogates(item) for item in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a record that can always be written as UTF-8.
+
+    A value is never refused: a lone surrogate anywhere (a parameter, a log
+    line, an error message) is written as the visible escape ``\\ud800`` (JSON
+    ``"\\\\ud800"``, read back as those six characters), so one odd character
+    never costs a run its history.
+    """
+    options: dict[str, Any] = {"separators": (",", ":"), "default": _text, "ensure_ascii": False}
+    try:
+        text = json.dumps(value, **options)
+    except (TypeError, ValueError):  # a key that is not a string, a container inside itself
+        text = json.dumps(json_safe(value), **options)
+    # Surrogates can only be inside JSON strings, where the escaped backslash
+    # keeps them as text (a bare ``\\ud800`` would decode back to the surrogate).
+    return _SURROGATES.sub(lambda m: "\\" + _visible_escape(m), text)
+
+
 def _dumps(value: Any) -> bytes:
-    # ``default=str``: a record never fails to write because of one odd value.
-    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+    return json_text(value).encode()
 
 
 def _jsonl(rows: Iterable[Any]) -> bytes:
@@ -94,9 +189,16 @@ def _jsonl(rows: Iterable[Any]) -> bytes:
 
 
 def _parse_jsonl(data: bytes) -> Iterator[dict[str, Any]]:
+    # A line that does not parse (bytes that are not UTF-8, a file edited by
+    # hand or by an older writer) is skipped: it must not hide the rest of the run.
     for line in data.splitlines():
         if line.strip():
-            yield json.loads(line)
+            try:
+                row = json.loads(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                yield row
 
 
 class RunWriter:
