@@ -235,6 +235,33 @@ class _Publisher:
             self.worker.log_event(REPORT_TOPIC, self.start)
 
 
+def start_loopback_cluster(cls: type, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)``: a LocalCluster daskflow starts itself, its dashboard
+    answering only to its own names. Dask's dashboard websockets take only
+    loopback origins on the dashboard's port (Dask's default takes any site's)
+    and every dashboard route answers 403 to a foreign ``Host`` header (DNS
+    rebinding); see :mod:`daskflow.status.origins`.
+    """
+    from ..status.origins import loopback_dashboard_config, narrow_dashboard
+
+    address = kwargs.get("dashboard_address")
+    port = str(address).rpartition(":")[2] if address else ""
+    with loopback_dashboard_config(int(port) if port.isdigit() else None) as websockets:
+        cluster = cls(**kwargs)
+        scheduler = getattr(cluster, "scheduler", None)
+
+        async def narrow() -> None:  # on the cluster's event loop, which serves the dashboard
+            narrow_dashboard(scheduler, bound_hosts(getattr(scheduler, "http_server", None)), websockets=websockets)
+
+        try:
+            if scheduler is not None:
+                cluster.sync(narrow)
+        except BaseException:
+            cluster.close()
+            raise
+    return cluster
+
+
 @contextlib.contextmanager
 def cluster_client(address: str | None) -> Iterator[Any]:
     """A :class:`distributed.Client` of the scheduler at ``address``, or of a
@@ -248,7 +275,8 @@ def cluster_client(address: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if address is None:
-        with LocalCluster(**{**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"}) as cluster, Client(cluster, set_as_default=False) as client:
+        with start_loopback_cluster(LocalCluster, {**LOCAL_CLUSTER_DEFAULTS, "host": "127.0.0.1"}) as cluster, \
+                Client(cluster, set_as_default=False) as client:
             yield client
         return
     try:
@@ -740,7 +768,7 @@ class DaskTaskRunner(TaskRunner):
                 defaults["host"] = "127.0.0.1"
             kwargs = {**defaults, **kwargs}
         try:
-            cluster = cls(**kwargs)
+            cluster = start_loopback_cluster(cls, kwargs) if cls is LocalCluster else cls(**kwargs)
         except TypeError as exc:
             raise InvalidOptionError(f"cluster_kwargs {kwargs!r} are not accepted by {cls.__name__}: {exc}") from exc
         if self.adapt_kwargs is not None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from typing import Any, Callable
 
 from tornado import web
 
 from .._times import parse_since
 from ..exceptions import RunNotFoundError
+from ..storage.records import json_text
 from .sources import RunSource
 
 __all__ = ["api_routes"]
@@ -58,10 +58,18 @@ class _Handler(web.RequestHandler):
 
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         self.set_status(status)
-        self.finish(json.dumps(body, default=str))
+        self.finish(_json(body))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish(json.dumps({"error": self._reason}))
+        self.finish(_json({"error": self._reason}))
+
+
+def _json(body: Any) -> str:
+    """The JSON of a reply: text that always encodes (see
+    :func:`~daskflow.storage.records.json_text`), with ``<``, ``>`` and ``&``
+    as ``\\u`` escapes, so that no run, flow or task name can read as markup
+    even to a client that sniffs the content type."""
+    return json_text(body).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 class RunsHandler(_Handler):

@@ -9,13 +9,13 @@ request: a plugin registered again, or after an unregister, takes over.
 
 The page's websocket accepts only loopback origins on the dashboard's port
 (plus the host the dashboard is bound to, and ``daskflow.status.allow-websocket-origin``),
-where Dask's own pages accept any origin by default.
+where Dask's own pages accept any origin by default; the page and its JSON routes
+answer 403 to a ``Host`` header naming anything else (see :mod:`daskflow.status.origins`).
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from typing import Any
 
 import dask.config
@@ -23,6 +23,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..runners.dask import REPORT_TOPIC, bound_hosts
 from .api import api_routes
+from .origins import allowed_origins, extra_origins, install_host_check
 from .sources import LiveSource
 from .state import LiveRuns
 
@@ -102,26 +103,6 @@ def _live_source(scheduler: Any) -> LiveSource | None:
     return LiveSource(runs, send_cancel, label=f"live on the Dask scheduler {scheduler.address}")
 
 
-def allowed_origins(port: int, bound_hosts: list[str] = (), extra: list[str] | None = None) -> list[str]:
-    """``host:port`` origins whose pages may open the status page's websocket.
-
-    Loopback names on ``port``; a specific address the server is bound to; for
-    a server on all interfaces (``0.0.0.0``, the user's explicit choice) this
-    machine's names; then ``extra``.
-    """
-    hosts = {"127.0.0.1", "localhost", "[::1]"}
-    for host in bound_hosts:
-        if host in ("0.0.0.0", "::"):
-            hosts.update({socket.gethostname(), socket.getfqdn()})
-        elif host not in ("127.0.0.1", "::1"):
-            hosts.add(f"[{host}]" if ":" in host else host)
-    origins = sorted(f"{host}:{port}" for host in hosts)
-    for origin in extra or ():
-        if origin and origin not in origins:
-            origins.append(str(origin))
-    return origins
-
-
 def install_pages(scheduler: Any, route: str = ROUTE) -> bool:
     """Add ``route`` (Bokeh) and ``route/api/...`` (JSON) to the scheduler's HTTP server.
 
@@ -137,6 +118,9 @@ def install_pages(scheduler: Any, route: str = ROUTE) -> bool:
     dashboard = next((a for a in app.applications if type(a).__name__.endswith("BokehTornado")), None)
     prefix = getattr(dashboard, "prefix", "") or ""
     full_route = prefix.rstrip("/") + route
+    origins = allowed_origins(scheduler.http_server.port, bound_hosts(scheduler.http_server), extra_origins())
+    # First: a request under the route with a foreign Host header (DNS rebinding) gets 403.
+    install_host_check(app, full_route, origins)
     app.add_handlers(r".*", api_routes(full_route, lambda: _live_source(scheduler)))
     app._daskflow_status_installed = True
     try:
@@ -151,7 +135,6 @@ def install_pages(scheduler: Any, route: str = ROUTE) -> bool:
         return False
     settings = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
     settings.pop("allow_websocket_origin", None)  # Dask's default is "*": not for a page with a cancel button
-    origins = allowed_origins(scheduler.http_server.port, bound_hosts(scheduler.http_server), dask.config.get("daskflow.status.allow-websocket-origin", []))
 
     def source() -> LiveSource:
         live = _live_source(scheduler)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import dask.config
 from tornado import web
 from tornado.ioloop import IOLoop
 
 from ..storage.records import History
 from .api import api_routes
-from .plugin import ROUTE, allowed_origins
+from .origins import allowed_origins, extra_origins, install_host_check
+from .plugin import ROUTE
 from .sources import HistorySource
 
 __all__ = ["HistoryServer"]
@@ -26,7 +26,9 @@ class HistoryServer:
         The run history to show.
     host : str
         Address to listen on. Default loopback: anyone who can reach the page can
-        read run records and cancel runs.
+        read run records and cancel runs. Requests must name this address (or
+        a loopback name) in their ``Host`` header, or an entry of
+        ``daskflow.status.allow-websocket-origin``; others get 403.
     port : int
         Port; 0 picks a free one (see :attr:`port`).
     poll_interval : float
@@ -61,7 +63,7 @@ class HistoryServer:
         from .page import status_document
 
         source = self.source
-        origins = allowed_origins(self.port, [self.host], dask.config.get("daskflow.status.allow-websocket-origin", []))
+        origins = allowed_origins(self.port, [self.host], extra_origins())
         app = BokehTornado(
             {ROUTE: Application(FunctionHandler(status_document(lambda: source)))},
             extra_patterns=[*api_routes(ROUTE, lambda: source), (r"/?", web.RedirectHandler, {"url": ROUTE, "permanent": False})],
@@ -69,6 +71,8 @@ class HistoryServer:
             use_index=False,
             redirect_root=False,
         )
+        # Every route, the page's and the JSON ones: a foreign Host header gets 403 (DNS rebinding).
+        install_host_check(app, "", origins)
         http = HTTPServer(app)
         http.add_sockets(self._sockets)
         self._server = BaseServer(IOLoop.current(), app, http)
