@@ -8,7 +8,8 @@ is not one of the names the server is reached by: loopback names on its port,
 the address it is bound to (this machine's names when bound to all
 interfaces), and the entries of ``daskflow.status.allow-websocket-origin``
 (``host:port``, ``host`` for any port, ``*`` for any host), which also list the
-origins whose pages may open the websockets.
+origins whose pages may open the websockets. The ``Host`` check compares
+names only; a websocket origin must match its port too.
 """
 
 from __future__ import annotations
@@ -82,20 +83,16 @@ def _split(host: str) -> tuple[str, str | None]:
 def host_allowed(host: str | None, allowed: Collection[str]) -> bool:
     """Whether a request's ``Host`` header names this server (see the module docstring).
 
-    An entry of ``allowed`` without a port matches the name on any port; a
-    ``Host`` without a port is port 80.
+    Names are compared, not ports: a rebinding site can only send its own name,
+    and a tunnel to the page from another local port (``ssh -L 9000:...``)
+    still works.
     """
     if "*" in allowed:
         return True
     if not host:
         return False  # HTTP/1.1 requires the header; only a hand-made request lacks it
-    name, port = _split(host)
-    port = port or "80"
-    for entry in allowed:
-        entry_name, entry_port = _split(entry)
-        if entry_name == name and entry_port in (None, "*", port):
-            return True
-    return False
+    name = _split(host)[0]
+    return any(_split(entry)[0] == name for entry in allowed)
 
 
 def install_host_check(app: Any, prefix: str, allowed: Collection[str]) -> None:

@@ -218,7 +218,9 @@ def test_the_allowed_names_setting_opens_the_page_to_a_proxy(_result_storage):
     try:
         port = server.port
         assert _status(port, "/daskflow/api/runs", "dash.example.org:443") == 200
-        assert _status(port, "/daskflow/api/runs", "dash.example.org:444") == 403
+        assert _status(port, "/daskflow/api/runs", "dash.example.org:444") == 200  # Host: names count, not ports
+        assert _upgrade(f"ws://127.0.0.1:{port}/daskflow/ws", "https://dash.example.org:444") == 403  # origins: both
+        assert _status(port, "/daskflow/api/runs", "localhost:9000") == 200  # a tunnel from another local port
         assert _status(port, "/daskflow/api/runs", "jupyter.example.org") == 200  # no port in the entry: any port
         assert _status(port, "/daskflow/api/runs", "jupyter.example.org:8888") == 200
         assert _status(port, "/daskflow/api/runs", f"{EVIL}:443") == 403
