@@ -279,3 +279,34 @@ def test_a_lone_surrogate_reaches_the_live_page(tmp_path):
         assert runs[0]["state"]["type"] in ("FAILED", "COMPLETED"), runs[0]["state"]
         status, body = _get(f"{base}/runs/{state.run.id}/logs")
         assert f"echo got a{SHOWN}b" in [line["m"] for line in json.loads(body)["logs"]]
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_a_record_with_odd_values_is_written_whole(tmp_path):
+    """Keys that are not strings, a container inside itself, an object whose
+    str() raises, undecodable bytes in a segment: the run is still readable."""
+    from daskflow.storage.records import RunWriter
+
+    store = Store(str(tmp_path / "store"))
+    writer = RunWriter(store, "ab" * 16, time.time())
+    loop: list = ["x"]
+    loop.append(loop)
+    record = {"id": "ab" * 16, "name": "odd", "flow_name": "odd", "state": {"type": "COMPLETED", "name": "Completed"},
+              "parameters": {"grid": {(1, 2): "pair", 3: "int"}, "loop": loop, "obj": _Unprintable(), "s": f"x{SURROGATE}"}}
+    writer.write_run(record)
+    writer.append("logs", [{"t": 1.0, "l": 20, "m": f"line {SURROGATE}", "tr": None, "tn": None}])
+    segment = tmp_path / "store" / writer.prefix / "logs-000001.jsonl"
+    segment.write_bytes(segment.read_bytes() + b'{"t": 2.0, "m": "\xff\xfe broken"}\n{not json\n')
+
+    history = History(store)
+    (shown,) = history.runs()
+    assert shown["parameters"]["grid"] == {"(1, 2)": "pair", "3": "int"}
+    assert shown["parameters"]["loop"] == ["x", "<cycle>"]
+    assert shown["parameters"]["obj"] == "<unprintable _Unprintable>"
+    assert shown["parameters"]["s"] == f"x{SHOWN}"
+    logs = history.logs(history.resolve("ab" * 16))
+    assert [line["m"] for line in logs] == [f"line {SHOWN}", "\ufffd\ufffd broken"]
