@@ -42,6 +42,20 @@ def _result_storage(tmp_path):
         yield store
 
 
+@pytest.fixture(autouse=True)
+def _console_handlers_restored():
+    """``daskflow run`` invoked in-process (CliRunner) installs the console handler
+    on CliRunner's stderr, once per process: take it away again, so a later test
+    that turns the console on gets its own."""
+    import logging
+
+    logger = logging.getLogger("daskflow")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate, logger.level = propagate, level
+
+
 def assert_error(result, code: int, *fragments: str) -> str:
     """A CLI result that failed with exit ``code`` and one line on stderr,
     ``Error: ...`` (holding each of ``fragments``), no traceback; returns it."""

@@ -163,9 +163,12 @@ def run(target: str, params: tuple[str, ...], address: str | None, storage: str 
         from ..runners.dask import DaskTaskRunner
 
         changes["task_runner"] = DaskTaskRunner(address=address)
-    if storage:
-        changes["result_storage"] = storage
     try:
+        if storage:
+            from ..storage.urls import check_url
+
+            check_url(storage, "--storage")  # a mistyped protocol is a usage error, before any run starts
+            changes["result_storage"] = storage
         if changes:
             flow = flow.with_options(**changes)
     except InvalidOptionError as exc:

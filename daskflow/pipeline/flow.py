@@ -33,6 +33,7 @@ from ..exceptions import (
     ParameterValidationError,
     RunnerError,
     StorageError,
+    UpstreamFailedError,
 )
 from ..masking import add_secrets, mask, mask_exception, secrets_in
 from ..runners.base import TaskRunner
@@ -438,7 +439,7 @@ class _FlowRunner:
             except BaseException as exc:
                 mask_exception(exc)  # before its text goes anywhere: it may carry a task's secret
                 engine.cancel(_BodyFailed(f"the flow body raised {type(exc).__name__}: {exc}"))
-                make = Crashed if isinstance(exc, (CrashedError, RunnerError)) else Failed
+                make = Crashed if _infrastructure(exc) else Failed
                 logger.error("Flow run %r - the flow body raised %s: %s", flow_run.name, type(exc).__name__, exc)
                 return make(f"{type(exc).__name__}: {exc}", data=exc)
             engine.wait_all()
@@ -511,7 +512,7 @@ class _FlowRunner:
                 names = ", ".join(f"{r.name} ({r.state.name})" for r in bad_runs[:5])
                 more = f" and {len(bad_runs) - 5} more" if len(bad_runs) > 5 else ""
                 error = engine.first_error() or bad_runs[0].state.result(raise_on_failure=False)
-                make = Crashed if isinstance(error, CrashedError) else Failed
+                make = Crashed if _infrastructure(error) else Failed
                 return make(f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete: {names}{more}", data=error)
         return Completed(data=value)
 
@@ -625,3 +626,17 @@ def flow(__fn: Any = None, **options: Any) -> Any:
             raise InvalidOptionError("use @flow or @flow(...), not @flow(fn, ...)")
         return Flow(__fn)
     return lambda fn: Flow(fn, **options)
+
+
+def _infrastructure(error: BaseException | None) -> bool:
+    """Whether ``error`` comes from the infrastructure (a crashed task, the runner),
+    directly or through the upstream failures it caused: the flow run is then
+    Crashed, not Failed, like the task run at the root."""
+    seen = 0
+    while error is not None and seen < 50:
+        if isinstance(error, (CrashedError, RunnerError)):
+            return True
+        if not isinstance(error, UpstreamFailedError):
+            return False
+        error, seen = error.__cause__, seen + 1
+    return False

@@ -32,6 +32,7 @@ from .. import config
 from ..exceptions import StorageError
 from ..masking import mask, mask_value
 from ..storage.records import FORMAT, History, RunWriter
+from ..storage.retry import transient_kind
 from ..storage.store import Store
 from .runs import Artifact, FlowRun, LogLine, TaskRun
 from .states import State
@@ -177,6 +178,7 @@ class RunRecorder:
         self._cancel_seen = False
         self._failing = False
         self._final_failed = False
+        self._last_error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -244,6 +246,7 @@ class RunRecorder:
                     )
                     self._failing = True
                 self._final_failed = self._final_failed or final
+                self._last_error = exc
                 return False
 
     def _check_cancel(self) -> None:
@@ -275,6 +278,8 @@ class RunRecorder:
             self._thread = None
         if self.flush(final=True):
             return
+        if self._last_error is None or transient_kind(self._last_error) is None:
+            return  # not an outage (a record that cannot be written, a file where a folder belongs): trying again cannot help
         budget = config.seconds("daskflow.history.final-write-budget", 60.0)
         started = time.monotonic()
         name, state = self.flow_run.name, self.flow_run.state.name

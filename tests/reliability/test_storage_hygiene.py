@@ -117,7 +117,9 @@ def test_a_flow_with_a_mistyped_storage_runs_no_task(tmp_path, monkeypatch):
         "    return 1\n"
     )
     result = invoke("run", f"{flow_file}:one", "--storage", "s3:/bucket/x")
-    assert result.exit_code == 1 and "did you mean 's3://bucket/x'" in result.output, result.output
+    # A usage error (exit 2, one line), before the flow's run even starts: no run record.
+    assert result.exit_code == 2 and "did you mean 's3://bucket/x'" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marks", "one.py"]
 
 
@@ -256,8 +258,8 @@ def _kill_while_writing(one_worker, store: Store, marks: Path, size: int, run: i
     assert not thread.is_alive()
     _wait_for_a_new_worker(client, pid)
     state = outcome["state"]
-    if state.is_completed():  # the killed attempt was run again within the run
-        assert runs_of(str(marks), f"big-{run}") == 2, "the kill came too late: the write had finished"
+    if state.is_completed() and runs_of(str(marks), f"big-{run}") == 1:
+        return {"late": True}  # the kill landed after the write had finished (a loaded machine): try again
     # What the killed run left at final paths (earlier runs' entries excepted).
     manifests = [m for m in store.list("results") if m.endswith(".json") and m not in manifests_before]
     payloads = {name: n for name, n in _payloads(store).items() if name not in payloads_before}
@@ -280,8 +282,15 @@ def _scenario_10(one_worker, store: Store, marks: Path, size: int, writing, back
     partial = leftovers_seen = leftovers_after = recomputed = retried = 0
     whole = len(pickle.dumps(b"x" * size))
     started = time.monotonic()
-    for run in range(kills):
+    landed = late = 0
+    for run in range(3 * kills):
+        if landed == kills:
+            break
         found = _kill_while_writing(one_worker, store, marks, size, run, writing)
+        if found.get("late"):
+            late += 1
+            continue
+        landed += 1
         completed = found["state"].is_completed()
         if completed:
             retried += 1  # the entry is there, and must be whole
@@ -314,6 +323,7 @@ def _scenario_10(one_worker, store: Store, marks: Path, size: int, writing, back
         if backend == "local":  # on S3 the large round trip is scenario 24c's
             data = store.get(store.payload_path(manifest), large=True)
             assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert landed == kills, f"only {landed} of {kills} kills landed mid-write ({late} came after the write had finished)"
     assert partial == 0 and leftovers_after == 0 and recomputed + retried == kills
     elapsed = time.monotonic() - started
     scenario_report(

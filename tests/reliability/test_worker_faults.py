@@ -146,6 +146,11 @@ def poison_pipeline(marker_dir: str):
     return bad, after, fine
 
 
+@flow
+def poison_consumed() -> int:
+    return add.submit(poison.submit()).result()  # the body reads a result the crash never let exist
+
+
 def test_s02_poison_task_is_crashed_after_allowed_failures_plus_one(cluster, tmp_path, scenario_report):
     runner = _both_workers(cluster)
     _, client = cluster
@@ -156,8 +161,12 @@ def test_s02_poison_task_is_crashed_after_allowed_failures_plus_one(cluster, tmp
         started = time.monotonic()
         state = poison_pipeline.with_options(task_runner=runner, result_storage=str(store))(str(tmp_path), return_state=True)
         verdict = time.monotonic() - started
+        # The same crash reached through the body (UpstreamFailedError from .result()):
+        # the flow run is Crashed too, not Failed; a crash is never the user's code.
+        consumed = poison_consumed.with_options(task_runner=runner, result_storage=str(store))(return_state=True)
     finally:
         client.run_on_scheduler(_set_allowed_failures, previous)
+    assert consumed.is_crashed() and "UpstreamFailedError" in consumed.message, consumed
     assert state.is_crashed(), state
     run = state.run
     bad = run.task_run("poison-0")
