@@ -535,10 +535,10 @@ def _closed_port() -> int:
     "config_kwargs, attempts, limit",
     [
         # botocore's default (legacy) retry mode sleeps rand() * 2**n s between
-        # its 5 attempts: at most 15 s, 7.5 s on average (daskflow's own retries,
-        # each a full botocore round, turned off to measure botocore alone).
-        (None, 1, 20.0),
-        # daskflow's default retries (4 tries, waits of at most 1.75 s in all).
+        # its 5 attempts: at most 15 s, 7.5 s on average. daskflow's own retries
+        # (4 tries by default) do not repeat a refused connection at the probe:
+        # a first contact that is refused is a wrong endpoint, said at once.
+        (None, 4, 20.0),
         ({"connect_timeout": 1, "retries": {"max_attempts": 1}}, 4, 5.0),
     ],
     ids=["botocore-defaults", "fast-timeouts"],

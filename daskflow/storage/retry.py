@@ -256,6 +256,28 @@ def transient_kind(exc: BaseException) -> str | None:
     return None
 
 
+#: Kinds of transient error not retried in this context (see :func:`not_retrying`).
+_NOT_RETRIED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("daskflow_not_retried", default=frozenset())
+
+
+@contextlib.contextmanager
+def not_retrying(*kinds: str) -> Iterator[None]:
+    """Within the block, errors of these kinds (``"connection"``, ...) are not
+    retried: the start-up probe's first contact with an endpoint that refuses
+    connections is a wrong address far more often than an outage, and botocore
+    has retried it already (each of our tries would take its whole retry round)."""
+    token = _NOT_RETRIED.set(_NOT_RETRIED.get() | frozenset(kinds))
+    try:
+        yield
+    finally:
+        _NOT_RETRIED.reset(token)
+
+
+def _retried(kind: str | None) -> bool:
+    """Whether an error of this kind (None: not transient) is worth another try here."""
+    return kind is not None and kind not in _NOT_RETRIED.get()
+
+
 def call(fn: Callable[[], T], *, what: str, tries: Tries | None = None, policy: RetryPolicy | None = None) -> T:
     """``fn()``, tried again on transient errors per ``policy`` (default: config).
 
@@ -271,7 +293,7 @@ def call(fn: Callable[[], T], *, what: str, tries: Tries | None = None, policy: 
             return fn()
         except Exception as exc:
             kind = transient_kind(exc)
-            if kind is None or tries.count >= policy.attempts:
+            if not _retried(kind) or tries.count >= policy.attempts:
                 if kind is not None:
                     tries.kind = kind
                 raise
@@ -305,7 +327,7 @@ def retry_each(
     while True:
         found = call(lambda: fn(pending), what=what, tries=tries, policy=policy)
         out.update(found)
-        again = [item for item in pending if isinstance(found.get(item), Exception) and transient_kind(found[item]) is not None]
+        again = [item for item in pending if isinstance(found.get(item), Exception) and _retried(transient_kind(found[item]))]
         if not again or tries.count >= policy.attempts:
             return out
         kind = transient_kind(found[again[0]]) or "transient"

@@ -868,7 +868,8 @@ class Store:
         """
         path = f"probe/{secrets.token_hex(8)}"
         token = secrets.token_bytes(16)
-        self.put(path, token, create_only=True)
+        with retry.not_retrying("connection"):  # a refused first contact: a wrong endpoint, said at once
+            self.put(path, token, create_only=True)
         try:
             if self.get(path) != token:
                 raise StorageError(f"result storage {self.url}: a probe object read back different bytes", self.url, "probe")
