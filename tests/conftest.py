@@ -80,6 +80,14 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message
         time.sleep(interval)
 
 
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts: it runs no more code)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # gone, also between two looks
+        return True
+
+
 def tick_together(loops) -> None:
     """One pass of every serve loop at once, each in its own thread (loops racing for slots)."""
     import threading

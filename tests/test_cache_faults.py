@@ -19,7 +19,7 @@ import pytest
 
 from daskflow import DaskTaskRunner, flow
 
-from .conftest import DaskCLICluster, wait_until, worker_env
+from .conftest import DaskCLICluster, process_gone, wait_until, worker_env
 from .tasks import block_until, combine, counted, runs_of
 
 pytestmark = pytest.mark.slow
@@ -49,8 +49,7 @@ def test_a_completed_result_lost_with_its_worker_is_loaded_not_recomputed(tmp_pa
         wait_until(lambda: list(marks.glob("gate.pid.*")), 60, message="the gate task to start")
         holder_pid = int((marks / "a.runs").read_text().split()[0])
         os.kill(holder_pid, signal.SIGKILL)
-        wait_until(lambda: not psutil.pid_exists(holder_pid) or psutil.Process(holder_pid).status() == psutil.STATUS_ZOMBIE,
-                   30, message="the holder worker to die")
+        wait_until(lambda: process_gone(holder_pid), 30, message="the holder worker to die")
         (marks / "gate.go").write_text("go")
         runner.join(120)
         assert not runner.is_alive()

@@ -10,7 +10,7 @@ import textwrap
 import psutil
 import pytest
 
-from .conftest import REPO, wait_until, worker_env
+from .conftest import REPO, process_gone, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -58,5 +58,4 @@ def test_ctrl_c_cancels_the_run_and_closes_its_cluster(tmp_path):
     assert proc.returncode == 130, output
     assert "interrupted" in output
     assert "finished in state Cancelled('interrupted by KeyboardInterrupt" in output
-    wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                               for pid in cluster_pids), 30, message="the run's cluster processes to exit")
+    wait_until(lambda: all(process_gone(pid) for pid in cluster_pids), 30, message="the run's cluster processes to exit")

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import dask
-import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -33,7 +32,7 @@ from daskflow.cli import cli
 from daskflow.exceptions import InvalidOptionError, StorageError, StorageURLError
 from daskflow.storage import gc
 
-from ..conftest import assert_error, wait_until, worker_env
+from ..conftest import assert_error, process_gone, wait_until, worker_env
 from ..s3 import bucket_keys, s3_client
 from ..tasks import counted, runs_of
 from ..test_cache_faults import _RACE_SCRIPT  # scenario 11's driver script, shared
@@ -223,10 +222,6 @@ def _wait_for_a_new_worker(client, dead_pid: int) -> None:
     wait_until(replaced, 60, 0.1, "the nanny's new worker")
 
 
-def _dead(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-
 def _payloads(store: Store) -> dict[str, int]:
     """Payload objects under results/ (not manifests) and their sizes, asked of the backend."""
     found = store.fs.find(f"{store.root}/results", detail=True) if store.fs.exists(f"{store.root}/results") else {}
@@ -252,7 +247,7 @@ def _kill_while_writing(one_worker, store: Store, marks: Path, size: int, run: i
         wait_until(writing, 60, 0.002, "the large write to begin")
         os.kill(pid, signal.SIGKILL)
         pid_file.unlink()
-        wait_until(lambda: _dead(pid), 30, message="the writer to die")
+        wait_until(lambda: process_gone(pid), 30, message="the writer to die")
     finally:
         thread.join(120)
     assert not thread.is_alive()
@@ -295,7 +290,9 @@ def _scenario_10(one_worker, store: Store, marks: Path, size: int, writing, back
         if completed:
             retried += 1  # the entry is there, and must be whole
         else:
-            assert found["state"].run.task_run("big_result-0").state.is_crashed(), found["state"]
+            state = found["state"]
+            crashed = [tr for tr in state.run.task_runs.values() if tr.task_name == "big_result" and tr.state.is_crashed()]
+            assert crashed, (state, {tr.name: tr.state for tr in state.run.task_runs.values()})
             partial += len(found["manifests"])  # absent: not even a manifest
         # Never a partial object at a final path: any payload present is whole.
         partial += sum(1 for n in found["payloads"].values() if n != whole)

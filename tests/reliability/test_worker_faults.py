@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 import dask
-import psutil
 import pytest
 
 from daskflow import DaskTaskRunner, flow, task
 from daskflow.pipeline.context import FLOW_RUN_CONTEXT
 from daskflow.storage.store import Store
 
-from ..conftest import DaskCLICluster, wait_until
+from ..conftest import DaskCLICluster, process_gone, wait_until
 from ..tasks import add, block_until, combine, counted, runs_of, total
 from .conftest import FAULT_CONFIG
 
@@ -52,10 +51,6 @@ def _both_workers(cluster) -> DaskTaskRunner:
     local, client = cluster
     client.wait_for_workers(2, timeout=60)  # a worker killed by an earlier test is back
     return DaskTaskRunner(address=local.scheduler_address)
-
-
-def _dead(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 @task
@@ -208,7 +203,7 @@ def test_s03_result_lost_with_its_worker_is_read_from_storage(cluster, tmp_path,
         holder = int((tmp_path / "a.runs").read_text().split()[0])
         digest = _digests(_result_storage)["counted-0"]
         os.kill(holder, signal.SIGKILL)
-        wait_until(lambda: _dead(holder), 30, message="the holder worker to die")
+        wait_until(lambda: process_gone(holder), 30, message="the holder worker to die")
         (tmp_path / "gate.go").write_text("go")
     finally:
         driver.join(120)
