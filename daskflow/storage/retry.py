@@ -34,7 +34,10 @@ import dask.config
 from .. import config
 from ..exceptions import InvalidOptionError
 
-__all__ = ["RetryCounter", "RetryPolicy", "Tries", "call", "count_into", "counting", "retry_each", "stop_counting", "transient_kind"]
+__all__ = [
+    "RetryCounter", "RetryPolicy", "Tries", "call", "count_into", "counting", "error_codes", "exception_chain", "not_retrying",
+    "retry_each", "stop_counting", "transient_kind",
+]
 
 logger = logging.getLogger("daskflow.storage")
 
@@ -193,7 +196,7 @@ class Tries:
         return f"gave up after {self.count} attempts in {self.elapsed:.1f} s (config daskflow.storage.retries)"
 
 
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
     """The exception and its causes, as Python prints them (explicit cause first)."""
     seen = 0
     while exc is not None and seen < 10:
@@ -206,7 +209,7 @@ def error_codes(exc: BaseException) -> set[str]:
     """The S3 error codes and HTTP statuses in an exception's chain (s3fs keeps
     botocore's ``ClientError`` as the cause of the ``OSError`` it raises)."""
     codes: set[str] = set()
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         response = getattr(error, "response", None)
         if isinstance(response, Mapping):
             code = (response.get("Error") or {}).get("Code")
@@ -238,7 +241,7 @@ def transient_kind(exc: BaseException) -> str | None:
     codes = error_codes(exc)
     if codes & _PERMANENT_CODES:
         return None
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     names = set().union(*(_class_names(e) for e in chain))
     if "NoCredentialsError" in names or "PartialCredentialsError" in names:
         return None
@@ -278,6 +281,17 @@ def _retried(kind: str | None) -> bool:
     return kind is not None and kind not in _NOT_RETRIED.get()
 
 
+def _wait(kind: str, failure: str, tries: Tries, policy: RetryPolicy) -> None:
+    """Say so (a warning, and the task run's retry count), then wait before the next try."""
+    wait = policy.delay(tries.count)
+    message = f"{failure}; try {tries.count + 1} of {policy.attempts} in {wait:.2f} s"
+    logger.warning("%s", message)
+    counter = _COUNTER.get()
+    if counter is not None:
+        counter.add(kind, message)
+    time.sleep(wait)
+
+
 def call(fn: Callable[[], T], *, what: str, tries: Tries | None = None, policy: RetryPolicy | None = None) -> T:
     """``fn()``, tried again on transient errors per ``policy`` (default: config).
 
@@ -298,15 +312,7 @@ def call(fn: Callable[[], T], *, what: str, tries: Tries | None = None, policy: 
                     tries.kind = kind
                 raise
             tries.kind = kind
-            wait = policy.delay(tries.count)
-            message = (
-                f"{what} failed ({kind}: {type(exc).__name__}: {exc}); try {tries.count + 1} of {policy.attempts} in {wait:.2f} s"
-            )
-            logger.warning("%s", message)
-            counter = _COUNTER.get()
-            if counter is not None:
-                counter.add(kind, message)
-            time.sleep(wait)
+            _wait(kind, f"{what} failed ({kind}: {type(exc).__name__}: {exc})", tries, policy)
 
 
 def retry_each(
@@ -332,15 +338,6 @@ def retry_each(
             return out
         kind = transient_kind(found[again[0]]) or "transient"
         tries.kind = kind
-        wait = policy.delay(tries.count)
         error = found[again[0]]
-        message = (
-            f"{what} failed for {len(again)} object(s) ({kind}: {type(error).__name__}: {error}); "
-            f"try {tries.count + 1} of {policy.attempts} in {wait:.2f} s"
-        )
-        logger.warning("%s", message)
-        counter = _COUNTER.get()
-        if counter is not None:
-            counter.add(kind, message)
-        time.sleep(wait)
+        _wait(kind, f"{what} failed for {len(again)} object(s) ({kind}: {type(error).__name__}: {error})", tries, policy)
         pending = again

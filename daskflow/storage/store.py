@@ -921,7 +921,7 @@ class Store:
         endpoint = self._endpoint()
         at = f" at endpoint {endpoint}" if endpoint else ""
         squashed = str(exc).lower().replace(" ", "")
-        codes = _error_codes(exc)
+        codes = retry.error_codes(exc)
         remote = self._remote
         if type(exc).__name__ == "NoCredentialsError":
             return (
@@ -970,42 +970,21 @@ class Store:
         return "see the cause above"
 
 
-def _error_codes(exc: BaseException) -> set[str]:
-    """The S3 error codes (``NoSuchBucket``, ``AccessDenied``...) in an exception's
-    chain: s3fs keeps botocore's error as the cause of the OSError it raises."""
-    codes = set()
-    for error in _chain(exc):
-        response = getattr(error, "response", None)
-        if isinstance(response, Mapping):
-            code = (response.get("Error") or {}).get("Code")
-            if isinstance(code, str):
-                codes.add(code)
-    return codes
-
-
 def _missing_bucket(exc: BaseException) -> bool:
     """s3fs raises FileNotFoundError for a missing bucket as for a missing key;
     only the former is a failure (every lookup would silently miss)."""
-    return bool(_error_codes(exc) & {"NoSuchBucket"})
+    return bool(retry.error_codes(exc) & {"NoSuchBucket"})
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    names = {type(e).__name__ for e in _chain(exc)}
+    names = {type(e).__name__ for e in retry.exception_chain(exc)}
     return bool(names & {
         "EndpointConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ConnectionRefusedError", "ConnectionError",
     })
 
 
 def _class_names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for e in _chain(exc) for cls in type(e).__mro__}
-
-
-def _chain(exc: BaseException | None) -> Iterable[BaseException]:
-    seen = 0
-    while exc is not None and seen < 10:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
+    return {cls.__name__ for e in retry.exception_chain(exc) for cls in type(e).__mro__}
 
 
 def _read_umask() -> int:
