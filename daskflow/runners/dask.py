@@ -474,8 +474,10 @@ class _NoWorkersWatch:
     and out of reach on an external cluster), so with every worker dead the
     futures would wait forever. The driver asks the scheduler for its worker
     count about once a second while attempts are outstanding, and cancels them
-    when the count has stayed zero for ``timeout``; :meth:`DaskTaskRunner.outcome`
-    reports each as a :class:`~daskflow.exceptions.NoWorkersError`.
+    when the count has stayed zero for ``timeout`` after this run saw a worker;
+    :meth:`DaskTaskRunner.outcome` reports each as a
+    :class:`~daskflow.exceptions.NoWorkersError`. A cluster that never had a
+    worker (adaptive, still provisioning) is waited for, with one warning.
     """
 
     def __init__(self, client: Any, timeout: float) -> None:
@@ -508,18 +510,33 @@ class _NoWorkersWatch:
 
         interval = min(1.0, max(0.05, self.timeout / 10))
         empty_since: float | None = None
+        # Only workers that were there and are gone end a run: a cluster that has
+        # not started any yet (adaptive, a batch queue) may take longer than the
+        # timeout to get its first; that wait is said, once, not ended.
+        seen_worker, warned = bool(self._workers()), False
+        started = time.monotonic()
         while not self._stop.wait(interval):
             with self.lock:
                 self.pending = {f for f in self.pending if not f.done()}
                 waiting = list(self.pending)
-            if not waiting or self._workers() != 0:
+            workers = self._workers() if waiting else None
+            if workers != 0:
+                seen_worker = seen_worker or bool(workers)
                 empty_since = None
                 continue
             now = time.monotonic()
+            address = getattr(self.client.scheduler, "address", "the scheduler")
+            if not seen_worker:
+                if not warned and now - started >= self.timeout:
+                    warned = True
+                    logger.warning(
+                        "No Dask worker has joined the scheduler at %s in %g s; %d attempts wait for one "
+                        "(start workers: dask worker %s)", address, self.timeout, len(waiting), address,
+                    )
+                continue
             empty_since = empty_since if empty_since is not None else now
             if now - empty_since < self.timeout:
                 continue
-            address = getattr(self.client.scheduler, "address", "the scheduler")
             message = no_workers_message(address, self.timeout, "daskflow.dask.no-workers-timeout")
             logger.error("No Dask workers left on %s for %g s: ending %d outstanding attempts", address, self.timeout, len(waiting))
             with self.lock:

@@ -223,6 +223,36 @@ def stranded_pipeline(marker_dir: str):
     return [block_until.submit(marker_dir, f"stuck{i}") for i in range(2)]
 
 
+def test_s05_a_cluster_without_its_first_worker_yet_is_waited_for(caplog):
+    """An adaptive or queued cluster may take longer than the timeout to start a
+    worker: the run waits (one warning), and completes once a worker joins."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0") as local:
+        outcome: dict = {}
+        flow_ = poison_free.with_options(task_runner=DaskTaskRunner(address=local.scheduler_address))
+
+        def drive() -> None:
+            with dask.config.set({"daskflow.dask.no-workers-timeout": 1}):
+                outcome["state"] = flow_(return_state=True)
+
+        driver = threading.Thread(target=drive, daemon=True)
+        with caplog.at_level("WARNING", logger="daskflow"):
+            driver.start()
+            wait_until(lambda: any("No Dask worker has joined" in r.getMessage() for r in caplog.records), 30,
+                       message="the warning that no worker has joined")
+            assert driver.is_alive()  # still waiting, not Crashed
+            local.scale(1)  # the first worker comes (as an adaptive cluster's would)
+            driver.join(60)
+        assert not driver.is_alive()
+    assert outcome["state"].is_completed() and outcome["state"].result() == 3, outcome["state"]
+
+
+@flow
+def poison_free() -> int:
+    return add.submit(1, 2).result()
+
+
 def test_s05_all_workers_lost_ends_crashed_within_the_timeout(tmp_path, scenario_report):
     timeout = 3.0
     cli = DaskCLICluster(tmp_path, workers=(("--no-nanny",), ("--no-nanny",)))
