@@ -178,7 +178,7 @@ LOCAL_BYTES = 128 * 2**20
 #: s3fs uploads a result of twice its 50 MiB part size or more in parts (s3fs
 #: ``_pipe_file``); below that it is one PUT, which S3 publishes whole or not at all.
 MULTIPART_BYTES = 110 * 2**20
-KILLS = 3
+KILLS = 2
 #: Each S3 kill costs a 110 MiB rerun upload: fewer, to stay in CI's time.
 S3_KILLS = 2
 
