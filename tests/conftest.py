@@ -148,6 +148,13 @@ class DaskCLICluster:
         self.procs.append(self._spawn([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", *http,
                                        "--scheduler-file", str(scheduler_file), *scheduler_args], "scheduler",
                                       scheduler_env))
+        try:
+            self._start(scheduler_file, dask_cli, workers, dashboard)
+        except BaseException:  # no half-started cluster outlives a failed start
+            self.close()
+            raise
+
+    def _start(self, scheduler_file: Path, dask_cli: str, workers: tuple[tuple[str, ...], ...], dashboard: bool) -> None:
         self.address = wait_until(lambda: _read_address(scheduler_file), 60, message="the dask scheduler's address file")
         services = json.loads(scheduler_file.read_text()).get("services", {})
         #: ``http://127.0.0.1:PORT`` of the dashboard, if it has one.
@@ -157,8 +164,9 @@ class DaskCLICluster:
                                            "--no-dashboard", "--name", f"w{i}", *extra], f"worker{i}"))
         from distributed import Client
 
-        with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(len(workers), timeout=60)
+        if workers:
+            with Client(self.address, timeout=30) as client:
+                client.wait_for_workers(len(workers), timeout=60)
 
     def _spawn(self, cmd: list[str], label: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{label}.log", "wb")
