@@ -494,3 +494,26 @@ def test_history_on_s3_is_listed_shown_and_read_live(s3_store_url, s3_server, tm
     run_keys = [k for k in keys if k.startswith("prefix/runs/")]
     assert any(k.endswith("/run.json") for k in run_keys)
     assert not [k for k in keys if k.startswith("prefix/active/")]
+
+
+def test_an_uncached_task_says_why_in_the_runs_logs_once(_result_storage):
+    """A CacheKeyWarning is kept in the run's logs (so ``daskflow logs``, the page and a
+    served deployment's history show why a task never hits), once per task."""
+    import threading
+
+    from daskflow import CacheKeyWarning, task
+
+    @task
+    def uses(lock, i):
+        return i
+
+    @flow(task_runner=SequentialTaskRunner())
+    def locked():
+        lock = threading.Lock()
+        return [uses(lock, i) for i in range(3)]
+
+    with pytest.warns(CacheKeyWarning):
+        assert locked() == [0, 1, 2]
+    history = _history(_result_storage)
+    lines = [line for line in history.logs(_only_run(history)) if "cannot be hashed" in line["m"]]
+    assert len(lines) == 1 and "input 'lock'" in lines[0]["m"] and "runs uncached" in lines[0]["m"], lines

@@ -301,13 +301,14 @@ def compute_key(
     inputs: dict[str, Any],
     *,
     explicit: bool,
+    on_uncached: Callable[[str], None] | None = None,
 ) -> str | None:
     """The cache key of one task run, or ``None`` if it is not cached.
 
     ``inputs`` maps argument names to values, with upstream futures replaced by
     :class:`UpstreamKey`. With ``explicit`` (the task asked for caching) an input
-    that cannot be hashed deterministically raises; otherwise it warns and the
-    task runs uncached.
+    that cannot be hashed deterministically raises; otherwise it warns, tells
+    ``on_uncached`` (the run's record keeps the warning) and the task runs uncached.
 
     Raises
     ------
@@ -339,6 +340,8 @@ def compute_key(
         if explicit:
             raise CacheKeyError(message) from exc
         warnings.warn(message + "; it runs uncached", CacheKeyWarning, stacklevel=_caller_level())
+        if on_uncached is not None:
+            on_uncached(message + "; it runs uncached")
         return None
 
 

@@ -194,6 +194,8 @@ class FlowRunEngine:
         self._abort: BaseException | None = None
         #: Workers their nanny restarted for exceeding the memory budget, with the rss it saw.
         self._memory_killed: dict[str, int] = {}
+        #: Tasks whose CacheKeyWarning is in the run's logs already.
+        self._uncached_tasks: set[str] = set()
         self._hook_pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -339,7 +341,9 @@ class FlowRunEngine:
         if settings.policy is not None:
             inputs = _bound_inputs(task, args, kwargs)
             context = CacheKeyContext(task, record, self.flow_run, inputs)
-            record.cache_key = compute_key(settings.policy, context, inputs, explicit=settings.explicit)  # may raise
+            record.cache_key = compute_key(  # may raise
+                settings.policy, context, inputs, explicit=settings.explicit, on_uncached=lambda m: self._uncached(record, m)
+            )
         self._counters[task.name] = index + 1
         node = TaskNode(self, task, record, args, kwargs)
         if settings.store is not None:
@@ -360,6 +364,15 @@ class FlowRunEngine:
         if record.listener is not None:
             record.listener(record)  # recorded Pending
         return node
+
+    def _uncached(self, record: TaskRun, message: str) -> None:
+        """Keep a ``CacheKeyWarning`` in the run's logs (history, the status page),
+        once per task: a Python warning alone reaches only the driver's stderr,
+        and under ``daskflow serve`` nobody reads that."""
+        if record.task_name in self._uncached_tasks:
+            return
+        self._uncached_tasks.add(record.task_name)
+        self.flow_run.logs.append(LogLine(time.time(), logging.WARNING, mask(message), record.id, record.name))
 
     def _link(self, node: TaskNode, future: TaskFuture[Any], into: list[TaskNode]) -> None:
         upstream = future._node
