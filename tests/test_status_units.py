@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from daskflow.exceptions import InvalidOptionError, RunNotFoundError
@@ -130,3 +132,17 @@ def test_websocket_origins_are_loopback_unless_bound_elsewhere():
     assert "10.1.2.3:8787" in allowed_origins(8787, ["10.1.2.3"])
     assert allowed_origins(8787, ["127.0.0.1"], ["dash.example.org:443"])[-1] == "dash.example.org:443"
     assert not any("*" in origin for origin in allowed_origins(8787, ["0.0.0.0"]))
+
+
+def test_json_replies_have_no_bare_nan_that_a_browser_refuses():
+    """Python writes NaN and Infinity bare; ``JSON.parse`` refuses them, so one NaN
+    metric in an artifact would blank the run's page. They go as strings."""
+    from daskflow.status.api import _json
+
+    def refuse(constant: str):
+        raise ValueError(f"a browser refuses {constant}")
+
+    body = {"rows": [{"score": float("nan"), "loss": float("inf"), "gain": -float("inf"), "n": 1.5}], "name": "<b>"}
+    parsed = json.loads(_json(body), parse_constant=refuse)
+    assert parsed == {"rows": [{"score": "NaN", "loss": "Infinity", "gain": "-Infinity", "n": 1.5}], "name": "<b>"}
+    assert _json({"a": [1.0]}) == '{"a":[1.0]}'

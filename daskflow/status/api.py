@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from typing import Any, Callable
 
 from tornado import web
@@ -68,8 +69,27 @@ def _json(body: Any) -> str:
     """The JSON of a reply: text that always encodes (see
     :func:`~daskflow.storage.records.json_text`), with ``<``, ``>`` and ``&``
     as ``\\u`` escapes, so that no run, flow or task name can read as markup
-    even to a client that sniffs the content type."""
-    return json_text(body).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    even to a client that sniffs the content type. A NaN or infinite number (a
+    metric in an artifact) is sent as the string ``"NaN"``, ``"Infinity"``:
+    Python writes them bare, and a browser's ``JSON.parse`` refuses the reply."""
+    text = json_text(_finite(body))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """``value`` with every NaN or infinite float replaced by its name (a copy
+    only where one is found)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity"))
+    if depth > 50:
+        return value
+    if isinstance(value, dict):
+        items = {k: _finite(v, depth + 1) for k, v in value.items()}
+        return items if any(items[k] is not value[k] for k in value) else value
+    if isinstance(value, (list, tuple)):
+        items = [_finite(v, depth + 1) for v in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value
 
 
 class RunsHandler(_Handler):
