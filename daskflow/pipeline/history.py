@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -32,7 +31,7 @@ from .. import config
 from ..exceptions import StorageError
 from ..masking import mask, mask_value
 from ..storage.records import FORMAT, History, RunWriter
-from ..storage.retry import transient_kind
+from ..storage.retry import RetryPolicy, transient_kind
 from ..storage.store import Store
 from .runs import Artifact, FlowRun, LogLine, TaskRun
 from .states import State
@@ -288,12 +287,13 @@ class RunRecorder:
                 "Flow run %r - retrying its final record (%s) for up to %g s (config daskflow.history.final-write-budget)",
                 name, state, budget,
             )
-        wait = 0.5
+        # Jittered backoff as for any storage call: the drivers of many runs cut
+        # off by one outage do not all come back at the same instant.
+        backoff = RetryPolicy(base_delay=1.0, max_delay=5.0)
+        tries = 0
         while time.monotonic() - started < budget:
-            # Jittered: the drivers of many runs cut off by one outage do not all
-            # come back at the same instant.
-            time.sleep(min(random.uniform(wait / 2, wait), max(budget - (time.monotonic() - started), 0.0)))
-            wait = min(wait * 2, 5.0)
+            tries += 1
+            time.sleep(min(backoff.delay(tries), max(budget - (time.monotonic() - started), 0.0)))
             if self.flush(final=True):
                 logger.warning("Flow run %r - final record (%s) written after %.1f s", name, state, time.monotonic() - started)
                 return

@@ -246,12 +246,7 @@ class RunWriter:
 
     def read_run(self) -> dict[str, Any] | None:
         """The current ``run.json`` as written (no staleness rule applied)."""
-        try:
-            return json.loads(self.store.get(f"{self.prefix}/run.json"))
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return None
+        return self.get_extra("run.json")
 
     def put_extra(self, name: str, value: Any, *, create_only: bool = False) -> bool:
         """Write ``<run folder>/<name>`` as JSON (a scheduled run's late mark);
