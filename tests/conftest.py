@@ -80,6 +80,18 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02, message
         time.sleep(interval)
 
 
+def stop_session(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Send ``sig`` to the process group of ``process`` (started with
+    ``start_new_session=True``), wait, and SIGKILL the group if it does not end."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=10)
+
+
 def process_gone(pid: int) -> bool:
     """Whether process ``pid`` has exited (a zombie counts: it runs no more code)."""
     try:
@@ -208,12 +220,7 @@ def daskflow_ui(storage: Path, *extra: str):
         assert match, first + server.stderr.read()
         yield match.group(1), server
     finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
+        stop_session(server, signal.SIGINT)
 
 
 def _read_address(path: Path) -> str | None:

@@ -26,7 +26,7 @@ from daskflow import History, Store, deploy
 from daskflow.cli import cli
 from daskflow.pipeline.entrypoints import load_flow
 
-from .conftest import DaskCLICluster, wait_until, worker_env
+from .conftest import DaskCLICluster, stop_session, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def serving(cluster: DaskCLICluster, store: Path, log: Path, *extra: str, env: d
     try:
         yield process
     finally:
-        _stop(process)
+        stop_session(process)
 
 
 def _start_serve(cluster: DaskCLICluster, store: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -142,16 +142,6 @@ def _start_serve(cluster: DaskCLICluster, store: Path, log: Path, *extra: str, e
         [daskflow, "serve", "--address", cluster.address, "--storage", str(store), *extra],
         stdout=handle, stderr=subprocess.STDOUT, env={**worker_env(), **settings, **(env or {})}, start_new_session=True,
     )
-
-
-def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        os.killpg(process.pid, sig)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.wait(timeout=10)
 
 
 def _runs(store: Path, deployment: str | None = None) -> list[dict]:
@@ -311,7 +301,7 @@ def test_kill_9_of_serve_mid_loop_and_a_restart_neither_duplicates_nor_drops_a_s
     for _ in range(3):
         process = _start_serve(cluster, store, log)
         time.sleep(2.3)  # mid-loop: slots fire every second
-        _stop(process, signal.SIGKILL)
+        stop_session(process, signal.SIGKILL)
     with serving(cluster, store, log):
         time.sleep(4)  # past the takeover grace: slots orphaned by the kills get their runs
     counts = [_check_every_slot_once(store, f"every-second-{i}") for i in range(3)]
@@ -420,7 +410,7 @@ def test_sigterm_stops_serve_between_passes_without_a_half_created_run(cluster, 
         wait_until(lambda: len(_fires(store)) >= 80, 60, 0.05, "two seconds of slots")
         time.sleep(0.37)  # somewhere inside a second: a pass may be firing
     finally:
-        assert _stop(process) == 0  # a clean exit, within the wait
+        assert stop_session(process) == 0  # a clean exit, within the wait
     fires = _fires(store)
     missing = [f["run_id"] for f in fires if not (store / "runs" / f["folder"] / "run.json").exists()]
     assert not missing, f"{len(missing)} of {len(fires)} fired slots have no run"
@@ -471,7 +461,7 @@ def test_flow_serve_registers_and_serves_from_its_own_process_until_sigterm(clus
     try:
         wait_until(lambda: _finished(store, "heartbeat", 2), 120, 0.2, "two completed runs of the served flow")
     finally:
-        assert _stop(process) == 0
+        assert stop_session(process) == 0
     runs = _finished(store, "heartbeat", 2)
     assert all(r["state"]["name"] == "Completed" and r["parameters"] == {"n": 7} for r in runs)
     from daskflow.deployments.registry import Registry

@@ -15,7 +15,6 @@ import http.client
 import logging
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from daskflow import DaskTaskRunner, SequentialTaskRunner, flow
 from daskflow.storage import Store
 from daskflow.storage.records import History
 
-from ..conftest import daskflow_ui, wait_until, worker_env
+from ..conftest import daskflow_ui, stop_session, wait_until, worker_env
 from ..tasks import add, block_until
 
 pytestmark = pytest.mark.slow
@@ -191,12 +190,7 @@ def test_s18_daskflow_ui_and_serve_listen_on_loopback_and_refuse_foreign_hosts(t
         serve_host = _status(dash, "/status", f"{EVIL}:{dash}")
         serve_own = _status(dash, "/status", f"127.0.0.1:{dash}")
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait(10)
+        stop_session(serve, timeout=60)
     exposed = sorted(e for e in ui_listening | serve_listening if not _loopback(e[1]))
     assert exposed == []
     assert serve_foreign == 403 and serve_host == 403 and serve_own == 200

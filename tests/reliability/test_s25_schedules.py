@@ -10,8 +10,7 @@ scenario's headline figure.
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import pytest
 from distributed import Client, LocalCluster
@@ -21,16 +20,7 @@ from daskflow.deployments.registry import Registry
 from daskflow.deployments.serve import ManualClock, Serve
 from daskflow.pipeline.entrypoints import load_flow
 
-NY = ZoneInfo("America/New_York")
-UTC = timezone.utc
-
-FLOWS = '''
-from daskflow import flow
-
-@flow
-def job(n: int = 1) -> int:
-    return n
-'''
+from ..test_serve_clock import FLOWS, NY, UTC
 
 #: (schedule options, the field the refusal must name, what it must quote)
 INVALID = [
