@@ -48,7 +48,7 @@ from ..exceptions import (
 from ..masking import add_secrets
 from . import retry
 from .serializers import get_serializer
-from .urls import check_url
+from .urls import check_url, sanitize_url
 
 __all__ = ["DEFAULT_URL", "Manifest", "Store", "resolve_store"]
 
@@ -184,11 +184,6 @@ def _check_path(path: str) -> str:
     return path
 
 
-def _sanitize_url(url: str) -> str:
-    """The URL without a ``user:password@`` part, for messages and records."""
-    return re.sub(r"(://)[^/@]*@", r"\1", url)
-
-
 def _is_secret_option(name: str) -> bool:
     return name not in _SAFE_OPTION and bool(_SECRET_OPTION.search(name))
 
@@ -260,7 +255,7 @@ class Store:
             url = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
         options = dict(dask.config.get("daskflow.storage.options", None) or {})
         options.update(storage_options or {})
-        self.url = _sanitize_url(url)
+        self.url = sanitize_url(url)
         self.storage_options = options
         protocol = url.split("://", 1)[0] if "://" in url else "file"
         if protocol in ("s3", "s3a"):

@@ -24,7 +24,8 @@ _TYPED_WITHOUT_COLON = _BUCKETED | {"file", "memory"}
 _SCHEME = r"(?P<proto>[A-Za-z][A-Za-z0-9+.\-]+)"
 _COLON_FORM = re.compile(_SCHEME + r":(?P<rest>.*)$", re.DOTALL)
 _SLASHES_FORM = re.compile(_SCHEME + r"(?:/{2,}|\\{2,})(?P<rest>.*)$", re.DOTALL)
-_CREDENTIALS = re.compile(r"^([^/@]*://)[^/@]*@")
+#: A ``user:password@`` part after any ``://`` (chained URLs included).
+_CREDENTIALS = re.compile(r"(://)[^/@]*@")
 
 
 def sanitize_url(url: str) -> str:
