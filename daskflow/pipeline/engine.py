@@ -228,12 +228,16 @@ class FlowRunEngine:
     def submit_many(self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], wait_for: Iterable[Any] = ()) -> list[TaskFuture[Any]]:
         """Create one task run per ``(args, kwargs)`` and submit the ready ones in one batch."""
         self._check_alive()
-        wait_for = list(wait_for)
+        wait_for, blocking = _wait_for_items(wait_for)
         settings = self.storage.for_task(task, self.runner)  # probes a new store: may raise
         with self._lock, token_memo():
             nodes = [self._new_node(task, settings, args, kwargs, wait_for) for args, kwargs in calls]
             for node in nodes:
-                if node.lookup:
+                if blocking is not None:
+                    reason = f"a state it waits for (wait_for) is {blocking.name}" + (f": {blocking.message}" if blocking.message else "")
+                    error = UpstreamFailedError(f"task run {node.record.name!r} did not run: {reason}")
+                    self._finalize(node, UpstreamFailed(reason, data=error))
+                elif node.lookup:
                     self._lookup_service().request(settings.store, node.record.cache_key, node)
                 else:
                     self._recheck.append(node)
@@ -353,8 +357,6 @@ class FlowRunEngine:
         for future in find_instances((args, kwargs), TaskFuture):
             self._link(node, future, node.upstream)
         for future in wait_for:
-            if not isinstance(future, TaskFuture):
-                raise TypeError(f"wait_for takes task futures, got {type(future).__name__}: {future!r}")
             self._link(node, future, node.wait_for)
         record.upstream_ids = [u.record.id for u in node.upstream]
         record.wait_for_ids = [u.record.id for u in node.wait_for]
@@ -492,7 +494,7 @@ class FlowRunEngine:
             serializer=settings.serializer,
             expiration=settings.expiration if cached else None,
             overwrite=settings.refresh or node.recomputing,
-            reuse="none" if node.recomputing else "run" if settings.refresh else "any",
+            reuse="none" if node.recomputing else "task_run" if settings.refresh else "any",
             meta={"task": node.task.name, "task_run": node.record.name},
         )
 
@@ -1008,6 +1010,20 @@ class _Fetch(_FetchOnce):
 
 
 _NOTHING = object()
+
+
+def _wait_for_items(wait_for: Any) -> tuple[list[TaskFuture[Any]], State | None]:
+    """The futures in ``wait_for`` (nested lists, tuples, sets and dicts too) and
+    the first state in it that is not Completed.
+
+    As in Prefect 3, other values are already resolved: they order nothing. A
+    state is final; a Completed one lets the task run, any other stops it
+    (UpstreamFailed), as its task run would have.
+    """
+    found = find_instances(wait_for, (TaskFuture, State))
+    futures = [item for item in found if isinstance(item, TaskFuture)]
+    blocking = next((item for item in found if isinstance(item, State) and not item.is_completed()), None)
+    return futures, blocking
 
 
 def _bound_inputs(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .cache import NONE, CachePolicy, check_cache_policy, check_expiration
 from .context import FLOW_RUN_CONTEXT
 from .futures import TaskFuture, TaskFutureList, unmapped
 from .names import check_name_text, check_tag_texts
+from .nested import lone_task_run, nested_run
 from .options import (
     Hook,
     check_hooks,
@@ -139,18 +140,23 @@ class Task(Generic[P, R]):
             raise TypeError(f"task {self.name!r} called with the wrong arguments: {exc}; signature: {self.name}{self._signature}") from None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Inside a flow: run a task run and return its value. Elsewhere: call the function.
+        """Run a task run and return its value (``return_state=True``: its final :class:`State`).
 
-        ``return_state=True`` returns the final :class:`State` instead of the value.
+        Inside a flow it is a task run of that flow run. Outside any flow it runs
+        in this thread as the one task run of an implicit flow run (recorded in
+        history, with the task's retries, timeout, caching and hooks). Inside
+        another task's body it is a task run of that task's nested run (see
+        :mod:`daskflow.pipeline.nested`).
         """
         return_state = kwargs.pop("return_state", False)
         wait_for = kwargs.pop("wait_for", ())
-        context = FLOW_RUN_CONTEXT.get()
-        if context is None or TASK_RUN_CONTEXT.get() is not None:
-            return self.fn(*args, **kwargs)
         self._check_arguments(args, kwargs)
-        future = context.engine.submit(self, args, kwargs, wait_for)
-        state = future.wait()
+        context = FLOW_RUN_CONTEXT.get()
+        task_context = TASK_RUN_CONTEXT.get()
+        if context is None and task_context is None:
+            state = lone_task_run(self, args, kwargs, wait_for)
+        else:
+            state = self._flow_context("call").submit_many(self, [(args, kwargs)], wait_for)[0].wait()
         return state if return_state else state.result()  # type: ignore[return-value]
 
     def submit(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
@@ -163,7 +169,7 @@ class Task(Generic[P, R]):
         wait_for = kwargs.pop("wait_for", ())
         context = self._flow_context("submit")
         self._check_arguments(args, kwargs)
-        future = context.engine.submit(self, args, kwargs, wait_for)
+        future = context.submit_many(self, [(args, kwargs)], wait_for)[0]
         return future.wait() if return_state else future  # type: ignore[return-value]
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList:
@@ -206,19 +212,28 @@ class Task(Generic[P, R]):
             call_kwargs = {k: mapped[k][i] if k in mapped else _unwrap(v) for k, v in kwargs.items()}
             self._check_arguments(call_args, call_kwargs)
             calls.append((call_args, call_kwargs))
-        futures = TaskFutureList(context.engine.submit_many(self, calls, wait_for))
+        futures = TaskFutureList(context.submit_many(self, calls, wait_for))
         if return_state:
             return TaskFutureList(f.wait() for f in futures)
         return futures
 
     def _flow_context(self, method: str) -> Any:
+        """What takes this call's task runs: the flow run's engine, or, inside a
+        task's body, that task run's nested run."""
+        task_context = TASK_RUN_CONTEXT.get()
         context = FLOW_RUN_CONTEXT.get()
-        if context is None or TASK_RUN_CONTEXT.get() is not None:
+        # The innermost run takes it: a task of this flow run (Sequential runs it
+        # in the flow's thread) submits to its nested run; a flow called inside
+        # a task body submits to its own engine.
+        if task_context is not None and (context is None or context.flow_run.id == task_context.spec.flow_run_id):
+            return nested_run(task_context)
+        if context is None:
+            # As Prefect 3: there is no task runner to submit to outside a flow.
             raise MissingContextError(
-                f"task {self.name!r}: {method}() works inside a flow run; "
-                f"call it from a @flow function, or call {self.name}(...) directly for a plain call"
+                f"task {self.name!r}: {method}() works inside a flow run or a task run; "
+                f"call it from a @flow function, or call {self.name}(...) directly to run it here"
             )
-        return context
+        return context.engine
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"

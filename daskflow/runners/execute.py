@@ -76,7 +76,8 @@ class ResultSpec(NamedTuple):
     ``reuse`` says which existing entry the attempt may load instead of running
     (the driver found none, but a rerun after a lost worker, or another run of
     the same key, may have committed it since): ``"any"`` for a cache key,
-    ``"run"`` only one written by this flow run (``refresh_cache``).
+    ``"task_run"`` only one written by this same task run (``refresh_cache``:
+    another task run of the key, even in this flow run, is recomputed).
     """
 
     store: Store
@@ -263,6 +264,10 @@ class TaskRunContext:
     sent: float = field(default_factory=time.monotonic)
     #: Transient storage errors this attempt retried (its report's ``sr``).
     storage_retries: storage_retry.RetryCounter = field(default_factory=storage_retry.RetryCounter)
+    #: The implicit flow run of the tasks this task's body calls or submits
+    #: (daskflow.pipeline.nested), and what ends it with the attempt.
+    nested: Any = None
+    on_end: list[Callable[[], None]] = field(default_factory=list)
 
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
@@ -537,6 +542,7 @@ def execute_attempt(
             report,
         ) from None
     finally:
+        _end_nested(context)
         storage_retry.stop_counting(retries_token)
         PRINT_SINK.reset(print_token)
         TASK_RUN_CONTEXT.reset(token)
@@ -549,13 +555,22 @@ def execute_attempt(
 _MISSING = object()
 
 
+def _end_nested(context: TaskRunContext) -> None:
+    """Wait for the task runs the attempt's body submitted (their own flow run)."""
+    for end in context.on_end:
+        try:
+            end()
+        except Exception as exc:  # their run records its own failure; the parent's outcome is its body's
+            context.add_line(time.time(), logging.WARNING, f"the nested task runs did not end cleanly: {exc}")
+
+
 def _reuse_stored(result: ResultSpec, spec: AttemptSpec) -> Any:
     """The committed value of this attempt's key, if one may be used instead of
     running: Dask recomputing a result lost with its worker finds it here."""
     manifest = result.store.read_manifest(result.key)
     if manifest is None or manifest.expired():
         return _MISSING
-    if result.reuse == "run" and manifest.meta.get("flow_run_id") != spec.flow_run_id:
+    if result.reuse == "task_run" and manifest.meta.get("task_run_id") != spec.task_run_id:
         return _MISSING
     try:
         return result.store.read_result(result.key, manifest)

@@ -1,0 +1,152 @@
+"""Task runs started outside a flow body: a lone task call, or a task's own submissions.
+
+Prefect 3 makes every task call a task run, also at a script's top level and
+inside another task's body. daskflow's engine lives in a flow run, so both cases
+get an *implicit flow run*: a real, recorded flow run whose body only keeps the
+engine open while the caller submits to it.
+
+- A task called outside any flow gets one on ``SequentialTaskRunner``: the task
+  runs in the calling thread (no cluster), with its retries, timeout, caching,
+  hooks, state and logs, and the run is in history like any other.
+- A task that calls, submits or maps tasks in its body gets one, started at its
+  first such call and closed (its task runs waited for) when its attempt ends.
+  On a Dask worker it runs on the same cluster and the parent's thread secedes
+  from the worker's pool, so a 1-thread worker runs the children; elsewhere it
+  runs them on an in-process ``ThreadPoolTaskRunner``.
+
+Why a flow run of its own rather than task runs of the parent's flow run: the
+parent's engine owns its run state in one thread of the driver, and a task on a
+worker has no channel to submit through it; a run of its own records its task
+runs correctly (states, attempts, logs, cache) with the machinery every flow
+run already has. Its name starts with the parent task run's name.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..runners.execute import TaskRunContext
+from .context import FLOW_RUN_CONTEXT
+from .states import State
+
+if TYPE_CHECKING:
+    from ..runners.base import TaskRunner
+    from .engine import FlowRunEngine
+    from .futures import TaskFuture
+    from .task import Task
+
+__all__ = ["ImplicitRun", "lone_task_run", "nested_run"]
+
+
+class ImplicitRun:
+    """A flow run whose body waits, in a thread of its own, until :meth:`close`.
+
+    Parameters
+    ----------
+    name
+        The flow name of the run (its run name adds a short id).
+    runner
+        The task runner its task runs use.
+    """
+
+    def __init__(self, name: str, runner: TaskRunner) -> None:
+        from .flow import Flow
+
+        self.engine: FlowRunEngine | None = None
+        self.state: State | None = None
+        self._started = threading.Event()
+        self._closing = threading.Event()
+        self._error: BaseException | None = None
+
+        def body() -> None:
+            context = FLOW_RUN_CONTEXT.get()
+            self.engine = context.engine if context is not None else None
+            self._started.set()
+            self._closing.wait()
+
+        body.__name__ = body.__qualname__ = name
+        self._flow = Flow(body, name=name, task_runner=runner, validate_parameters=False)
+        self._thread = threading.Thread(target=self._run, name=f"daskflow-implicit-{name}", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self.engine is None:
+            self._thread.join()
+            error = self._error or (self.state.result(raise_on_failure=False) if self.state is not None else None)
+            if isinstance(error, BaseException):
+                raise error
+            raise RuntimeError(f"the implicit flow run {name!r} could not start: {self.state}")
+
+    def _run(self) -> None:
+        try:
+            self.state = self._flow(return_state=True)
+        except BaseException as exc:  # the thread's caller gets it from __init__
+            self._error = exc
+        finally:
+            self._started.set()
+
+    def submit_many(self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], wait_for: Any = ()) -> list[TaskFuture[Any]]:
+        """Submit task runs to this run's engine, from the caller's thread."""
+        assert self.engine is not None
+        return self.engine.submit_many(task, calls, wait_for)
+
+    def close(self) -> State | None:
+        """Let the body return; wait for the run's task runs and its final record."""
+        self._closing.set()
+        self._thread.join()
+        return self.state
+
+
+def lone_task_run(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any) -> State:
+    """Run one task run outside any flow, in this thread, recorded in history."""
+    from ..runners.local import SequentialTaskRunner
+
+    run = ImplicitRun(task.name, SequentialTaskRunner())
+    try:
+        future = run.submit_many(task, [(args, kwargs)], wait_for)[0]
+        return future.wait()
+    finally:
+        run.close()
+
+
+def nested_run(context: TaskRunContext) -> ImplicitRun:
+    """The implicit run of the task run ``context`` (started at its first nested call)."""
+    run = context.nested
+    if run is None:
+        runner, on_close = _nested_runner()
+        run = ImplicitRun(context.spec.task_run_name, runner)
+        context.nested = run
+        context.on_end.append(lambda: _close(run, on_close))
+    return run
+
+
+def _close(run: ImplicitRun, then: Callable[[], None] | None) -> None:
+    try:
+        run.close()
+    finally:
+        if then is not None:
+            then()
+
+
+def _nested_runner() -> tuple[TaskRunner, Callable[[], None] | None]:
+    """The runner for a task's own submissions, and what to do when they end."""
+    from ..runners.dask import DaskTaskRunner, ensure_seceded, in_worker_task
+    from ..runners.local import ThreadPoolTaskRunner
+
+    if not in_worker_task():
+        return ThreadPoolTaskRunner(), None
+    from distributed import get_worker
+
+    # The children need worker slots; the parent only waits for them (what
+    # distributed.worker_client does).
+    seceded = ensure_seceded()
+    return DaskTaskRunner(address=get_worker().scheduler.address), (_rejoin if seceded else None)
+
+
+def _rejoin() -> None:
+    from distributed import rejoin
+    from distributed.worker import thread_state
+
+    rejoin()
+    thread_state.daskflow_seceded = None
+
