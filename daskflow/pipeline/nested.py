@@ -48,9 +48,11 @@ class ImplicitRun:
         The flow name of the run (its run name adds a short id).
     runner
         The task runner its task runs use.
+    result_storage
+        Its store (results and history); None: the configured one.
     """
 
-    def __init__(self, name: str, runner: TaskRunner) -> None:
+    def __init__(self, name: str, runner: TaskRunner, result_storage: Any = None) -> None:
         from .flow import Flow
 
         self.engine: FlowRunEngine | None = None
@@ -66,7 +68,7 @@ class ImplicitRun:
             self._closing.wait()
 
         body.__name__ = body.__qualname__ = name
-        self._flow = Flow(body, name=name, task_runner=runner, validate_parameters=False)
+        self._flow = Flow(body, name=name, task_runner=runner, validate_parameters=False, result_storage=result_storage)
         self._thread = threading.Thread(target=self._run, name=f"daskflow-implicit-{name}", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -114,7 +116,10 @@ def nested_run(context: TaskRunContext) -> ImplicitRun:
     run = context.nested
     if run is None:
         runner, on_close = _nested_runner()
-        run = ImplicitRun(context.spec.task_run_name, runner)
+        # The parent's store, when it has one: on a worker the configured one
+        # may be another (or the worker's folder).
+        store = context.spec.result.store if context.spec.result is not None else None
+        run = ImplicitRun(context.spec.task_run_name, runner, store)
         context.nested = run
         context.on_end.append(lambda: _close(run, on_close))
     return run
