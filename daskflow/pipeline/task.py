@@ -40,7 +40,10 @@ class Task(Generic[P, R]):
 
     Create tasks with :func:`task`. Inside a flow, ``t(x)`` runs a task run and
     returns its value, ``t.submit(x)`` returns a :class:`TaskFuture` and
-    ``t.map(xs)`` one future per element. Outside any flow, ``t(x)`` is a plain call.
+    ``t.map(xs)`` one future per element. Outside any flow, ``t(x)`` is one task
+    run in the calling thread (recorded as a flow run of its own); inside a task's
+    body, calls, submits and maps run as that task's nested run
+    (:mod:`daskflow.pipeline.nested`).
     """
 
     def __init__(
@@ -350,7 +353,7 @@ def task(__fn: Any = None, **options: Any) -> Any:
     >>> @task(retries=2, retry_delay_seconds=[1, 10])
     ... def fit(c: float) -> float:
     ...     return c * 2
-    >>> fit(3.0)  # outside a flow: a plain call
+    >>> fit(3.0)  # outside a flow: one task run, in this thread
     6.0
     """
     if __fn is not None:
