@@ -24,7 +24,7 @@ from daskflow.runners.local import SequentialTaskRunner, ThreadPoolTaskRunner
 _counter = itertools.count()
 
 
-@task(retries=2, cache_policy=None)
+@task(retries=2, cache_policy=NONE)
 def flaky(x: int, failures: int) -> int:
     n = next(_counter)
     get_run_logger().info("attempt at %d", n)
@@ -101,13 +101,16 @@ def test_lone_task_caches_raises_and_times_out_like_a_task_run(_result_storage):
     finally:
         release.set()
 
-    @task(cache_policy=None)
+    failures = []
+
+    @task(cache_policy=NONE, on_failure=[lambda *args: failures.append(args)])
     def boom() -> None:
         raise KeyError("nope")
 
     with pytest.raises(KeyError, match="nope"):
         boom()
     assert boom(return_state=True).is_failed()
+    assert len(failures) == 2  # its hooks ran, once per task run
 
 
 def test_submit_and_map_outside_a_flow_raise_like_prefect():
@@ -157,7 +160,7 @@ def test_refresh_cache_recomputes_every_call_within_a_run():
 def test_wait_for_takes_plain_values_nested_futures_and_states():
     order = []
 
-    @task(cache_policy=None)
+    @task(cache_policy=NONE)
     def step(name: str) -> str:
         order.append(name)
         return name
