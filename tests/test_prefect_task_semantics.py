@@ -200,3 +200,23 @@ def test_nested_submission_on_dask_runs_on_the_same_one_thread_worker(one_slot_c
     runs = {r["flow_name"]: r for r in _runs(_result_storage)}
     assert {"on_dask", "where_nested-0", "fan-0"} <= set(runs)
     assert all(r["state"]["name"] == "Completed" for r in runs.values())
+
+
+def test_a_flow_called_in_a_task_body_runs_its_tasks_itself(_result_storage):
+    @flow(task_runner=SequentialTaskRunner())
+    def inner(x: int) -> int:
+        return add.submit(x).result() + add(x + 1)
+
+    @task(cache_policy=NONE)  # its source holds the flow object, which has no stable hash
+    def drives(x: int) -> int:
+        return inner(x)
+
+    @flow(task_runner=SequentialTaskRunner())
+    def outer() -> int:
+        return drives(1)
+
+    assert outer() == 5
+    history = History(Store(str(_result_storage)))
+    tasks = {history.run(e)["flow_name"]: sorted(t["name"] for t in history.tasks(e)) for e in history.entries()}
+    # inner's tasks are its own, not a nested run of drives
+    assert tasks == {"inner": ["add-0", "add-1"], "outer": ["drives-0"]}
