@@ -10,6 +10,7 @@ walks nested lists, and a Failed state in it stops the task.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 import pytest
@@ -54,6 +55,18 @@ def where_nested(n: int) -> list[str]:
         return get_worker().address
 
     return where.map(range(n)).result()
+
+
+@task
+def thread_of_call() -> tuple[int, int]:
+    return os.getpid(), threading.get_ident()
+
+
+@task
+def calls_directly() -> tuple[tuple[int, int], tuple[int, int]]:
+    """A direct call in a task body runs in the body's own thread (Prefect 3
+    runs it inline), not on another worker slot."""
+    return (os.getpid(), threading.get_ident()), thread_of_call()
 
 
 def _runs(store):
@@ -192,13 +205,14 @@ def one_slot_cluster():
 def test_nested_submission_on_dask_runs_on_the_same_one_thread_worker(one_slot_cluster, _result_storage):
     @flow(task_runner=DaskTaskRunner(address=one_slot_cluster.scheduler_address))
     def on_dask() -> tuple[list[str], tuple[int, int, list[int]]]:
-        return where_nested.submit(3).result(), fan(2)
+        return where_nested.submit(3).result(), fan(2), calls_directly()
 
-    addresses, fanned = on_dask()
+    addresses, fanned, (parent, child) = on_dask()
+    assert parent == child and parent[0] != os.getpid()
     worker = next(iter(one_slot_cluster.scheduler_info["workers"]))
     assert addresses == [worker] * 3 and fanned == (13, 3, [3, 4])
     runs = {r["flow_name"]: r for r in _runs(_result_storage)}
-    assert {"on_dask", "where_nested-0", "fan-0"} <= set(runs)
+    assert {"on_dask", "where_nested-0", "fan-0", "calls_directly-0"} <= set(runs)
     assert all(r["state"]["name"] == "Completed" for r in runs.values())
 
 

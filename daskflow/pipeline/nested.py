@@ -111,16 +111,31 @@ def lone_task_run(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], wai
         run.close()
 
 
-def nested_run(context: TaskRunContext) -> ImplicitRun:
-    """The implicit run of the task run ``context`` (started at its first nested call)."""
-    run = context.nested
+def nested_run(context: TaskRunContext, inline: bool = False) -> ImplicitRun:
+    """The implicit run of the task run ``context`` (started at its first nested call).
+
+    ``inline``: a direct call (``t(x)``). On a Dask worker it goes to a run of
+    its own on ``SequentialTaskRunner``, so it runs in the body's thread as
+    Prefect 3 runs a task called inside a task, not on another worker slot
+    through a new client; submits and maps go to the concurrent one. Elsewhere
+    both share the in-process run.
+    """
+    from ..runners.dask import in_worker_task
+    from ..runners.local import SequentialTaskRunner
+
+    inline = inline and in_worker_task()
+
+    run = context.nested_inline if inline else context.nested
     if run is None:
-        runner, on_close = _nested_runner()
+        runner, on_close = (SequentialTaskRunner(), None) if inline else _nested_runner()
         # The parent's store, when it has one: on a worker the configured one
         # may be another (or the worker's folder).
         store = context.spec.result.store if context.spec.result is not None else None
         run = ImplicitRun(context.spec.task_run_name, runner, store)
-        context.nested = run
+        if inline:
+            context.nested_inline = run
+        else:
+            context.nested = run
         context.on_end.append(lambda: _close(run, on_close))
     return run
 

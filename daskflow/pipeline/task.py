@@ -159,7 +159,7 @@ class Task(Generic[P, R]):
         if context is None and task_context is None:
             state = lone_task_run(self, args, kwargs, wait_for)
         else:
-            state = self._flow_context("call").submit_many(self, [(args, kwargs)], wait_for)[0].wait()
+            state = self._flow_context("call", inline=True).submit_many(self, [(args, kwargs)], wait_for)[0].wait()
         return state if return_state else state.result()  # type: ignore[return-value]
 
     def submit(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
@@ -220,7 +220,7 @@ class Task(Generic[P, R]):
             return TaskFutureList(f.wait() for f in futures)
         return futures
 
-    def _flow_context(self, method: str) -> Any:
+    def _flow_context(self, method: str, inline: bool = False) -> Any:
         """What takes this call's task runs: the flow run's engine, or, inside a
         task's body, that task run's nested run."""
         task_context = TASK_RUN_CONTEXT.get()
@@ -229,7 +229,7 @@ class Task(Generic[P, R]):
         # in the flow's thread) submits to its nested run; a flow called inside
         # a task body submits to its own engine.
         if task_context is not None and (context is None or context.flow_run.id == task_context.spec.flow_run_id):
-            return nested_run(task_context)
+            return nested_run(task_context, inline)
         if context is None:
             # As Prefect 3: there is no task runner to submit to outside a flow.
             raise MissingContextError(

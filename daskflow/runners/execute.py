@@ -267,6 +267,7 @@ class TaskRunContext:
     #: The implicit flow run of the tasks this task's body calls or submits
     #: (daskflow.pipeline.nested), and what ends it with the attempt.
     nested: Any = None
+    nested_inline: Any = None
     on_end: list[Callable[[], None]] = field(default_factory=list)
 
     def add_line(self, created: float, level: int, message: str) -> None:
