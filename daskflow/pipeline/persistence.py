@@ -20,7 +20,7 @@ import dask.config
 
 from ..exceptions import InvalidOptionError, StorageError
 from ..storage.store import Manifest, Store, resolve_store
-from .cache import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy
+from .cache import NONE, CacheKeyFnPolicy, CachePolicy, StorageKeyPolicy, default_policy
 
 if TYPE_CHECKING:
     from ..runners.base import TaskRunner
@@ -109,8 +109,12 @@ class RunStorage:
         elif task.cache_policy is not None:
             policy = None if task.cache_policy is NONE else task.cache_policy
             explicit = policy is not None
+        elif task.result_storage_key is not None:
+            # Prefect: without its own cache policy a task with a storage key is
+            # cached by that key.
+            policy, explicit = StorageKeyPolicy(task.result_storage_key), True
         else:
-            policy, explicit = DEFAULT, False
+            policy, explicit = default_policy(), False
         refresh = task.refresh_cache
         if refresh is None:
             refresh = self.refresh_cache
