@@ -48,7 +48,7 @@ def check_runner(owner: str, value: Any) -> Any:
             raise InvalidOptionError(f"{owner}: task_runner class {value.__name__} cannot be made without arguments ({exc}); pass an instance") from None
     if value is not None and not isinstance(value, TaskRunner):
         raise InvalidOptionError(
-            f"{owner}: task_runner must be a runner such as DaskTaskRunner() or the class DaskTaskRunner, got {value!r}"
+            f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), or a runner class such as DaskTaskRunner, got {value!r}"
         )
     return value
 
