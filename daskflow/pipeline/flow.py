@@ -301,8 +301,10 @@ class _FlowRunner:
         try:
             custom = resolve_run_name(f"flow {flow.name!r}", "flow_run_name", flow.flow_run_name, parameters, pass_parameters=False)
         except Exception as exc:
+            # Prefect raises here, even with return_state=True; the run is recorded Failed first.
             logger.error("Flow run %r - %s", flow_run.name, exc)
-            return self._finish(flow_run, Failed(str(exc), data=exc))
+            self._finish(flow_run, Failed(str(exc), data=exc))
+            raise
         if custom is not None:
             logger.info("Flow run %r - renamed to %r (flow_run_name)", flow_run.name, custom)
             flow_run.name = custom
@@ -633,7 +635,9 @@ def flow(__fn: Any = None, **options: Any) -> Any:
     flow_run_name : str or callable, optional
         The run's name: a template filled from the parameters
         (``"train-{date}"``) or a callable with no arguments returning a
-        string. Default ``<flow name>-<8 hex digits>``.
+        string. Default ``<flow name>-<8 hex digits>``. A field that is not a
+        parameter raises :class:`InvalidOptionError` from the call (as Prefect
+        raises), and the run is recorded Failed.
     cache_result_in_memory : bool
         Accepted for Prefect code. A flow's return value is what the call
         returns, so the flow run's state keeps it either way; its tasks each

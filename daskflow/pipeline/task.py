@@ -360,10 +360,11 @@ def task(__fn: Any = None, **options: Any) -> Any:
     result_storage_key : str, optional
         A template that decides the stored entry of the result, filled with
         ``parameters`` (``"{parameters[x]}-result"``), ``flow_run`` and
-        ``task_run`` (their ``id``, ``name``, ...). Without an explicit
-        ``cache_policy`` or ``cache_key_fn`` it is also the cache key, as in
-        Prefect: a later call whose key formats the same loads that entry,
-        whatever its inputs or code.
+        ``task_run`` (their ``id``, ``name``, ...). It is also the cache key,
+        in place of ``cache_policy`` and ``cache_key_fn``, as in Prefect: a later
+        call whose key formats the same loads that entry, whatever its inputs
+        or code. With ``cache_policy=NONE`` the task is not cached and the key
+        is not used.
     cache_result_in_memory : bool
         Keep the value on the driver once fetched (default True). With False,
         each ``.result()`` fetches it again from the cluster or the store.
