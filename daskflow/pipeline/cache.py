@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
+import hashlib
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -58,7 +59,10 @@ __all__ = [
     "TASK_SOURCE",
     "CacheKeyContext",
     "CachePolicy",
+    "PREFECT_DEFAULT",
+    "StorageKeyPolicy",
     "UpstreamKey",
+    "default_policy",
     "source_fingerprint",
     "task_input_hash",
 ]
@@ -250,8 +254,66 @@ FLOW_PARAMETERS: CachePolicy = _FlowParameters()
 NONE: CachePolicy = _NoCache()
 #: Prefect 3's name for :data:`NONE`.
 NO_CACHE = NONE
-#: What a task uses unless told otherwise.
+#: What a task uses unless told otherwise: results are reused across runs.
 DEFAULT: CachePolicy = INPUTS + TASK_SOURCE
+#: Prefect 3's default: reuse only within one flow run (config ``daskflow.cache.default-policy: prefect``).
+PREFECT_DEFAULT: CachePolicy = INPUTS + TASK_SOURCE + RUN_ID
+
+_DEFAULT_POLICIES = {"daskflow": DEFAULT, "prefect": PREFECT_DEFAULT}
+
+
+def default_policy() -> CachePolicy:
+    """The policy of a task with no ``cache_policy``, ``cache_key_fn`` or
+    ``result_storage_key``: config ``daskflow.cache.default-policy`` picks
+    ``daskflow`` (:data:`DEFAULT`, the default) or ``prefect`` (:data:`PREFECT_DEFAULT`).
+
+    Raises
+    ------
+    InvalidOptionError
+        If the setting is another value.
+    """
+    import dask.config
+
+    value = dask.config.get("daskflow.cache.default-policy", "daskflow")
+    policy = _DEFAULT_POLICIES.get(str(value).lower()) if isinstance(value, str) else None
+    if policy is None:
+        raise InvalidOptionError(
+            f"daskflow.cache.default-policy is {value!r}; use 'daskflow' (INPUTS + TASK_SOURCE: reuse across runs) "
+            "or 'prefect' (INPUTS + TASK_SOURCE + RUN_ID: reuse within a run), e.g. "
+            "dask.config.set({'daskflow.cache.default-policy': 'prefect'}) or DASK_DASKFLOW__CACHE__DEFAULT_POLICY=prefect"
+        )
+    return policy
+
+
+@dataclass(frozen=True)
+class StorageKeyPolicy(CachePolicy):
+    """A task's ``result_storage_key``: the formatted template alone decides the
+    stored entry (and so the cache key), as in Prefect, where the result is
+    written at that key: two calls, or two tasks, whose keys format the same
+    share one entry. Fields: ``parameters`` (the call's arguments; a future
+    formats as its task run's name), ``flow_run`` and ``task_run`` (``id``,
+    ``name``, ``flow_name``, ``tags``, ...)."""
+
+    template: str
+
+    def parts(self, context: CacheKeyContext, inputs: dict[str, Any]) -> list[Any]:
+        return [("storage-key", self.format(context, inputs))]
+
+    def format(self, context: CacheKeyContext, inputs: dict[str, Any]) -> str:
+        from .hooks import RunView
+
+        parameters = {k: v.name if isinstance(v, UpstreamKey) else v for k, v in inputs.items()}
+        fields = {"flow_run": RunView(context.flow_run), "task_run": RunView(context.task_run, parameters)}
+        try:
+            return self.template.format(parameters=parameters, **fields)
+        except (KeyError, IndexError, AttributeError) as exc:
+            raise InvalidOptionError(
+                f"task {context.task.name!r}: result_storage_key {self.template!r} names {exc.args[0] if exc.args else exc!r}, "
+                f"which this call does not have; fields: parameters[...] (parameters: {sorted(parameters)}), flow_run, task_run"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"StorageKeyPolicy({self.template!r})"
 
 
 def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str | None:
@@ -316,6 +378,9 @@ def compute_key(
         Explicit caching and an input that cannot be hashed deterministically.
     """
     task = context.task
+    if isinstance(policy, StorageKeyPolicy):
+        # The formatted key alone decides the entry: not the task's identity or version.
+        return "s" + hashlib.sha256(policy.format(context, inputs).encode()).hexdigest()[:39]
     try:
         parts = policy.parts(context, inputs)
         if parts is None:

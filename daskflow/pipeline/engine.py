@@ -64,8 +64,10 @@ from .artifacts import artifact_from_report
 from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
 from .context import emit_line
 from .futures import TaskFuture
+from .hooks import RunView
 from .persistence import CacheLookups, RunStorage, TaskStorage, run_result_key
 from .retries import retry_delay
+from .run_names import call_parameters, task_run_name
 from .runs import FlowRun, LogLine, TaskRun
 from .states import (
     AwaitingRetry,
@@ -107,6 +109,7 @@ class TaskNode:
         "kwargs",
         "last_end",
         "lookup",
+        "parameters",
         "recompute_done",
         "recomputes",
         "recomputing",
@@ -149,6 +152,8 @@ class TaskNode:
         self.recomputing = False  # a Cached run whose entry proved unusable, running again
         self.recomputes = 0
         self.recompute_done = threading.Event()
+        # Bound arguments for hooks' task_run.parameters (kept only if the task has hooks).
+        self.parameters: dict[str, Any] | None = None
 
 
 def _slug(name: str) -> str:
@@ -330,11 +335,12 @@ class FlowRunEngine:
         self, task: Task, settings: TaskStorage, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: list[Any]
     ) -> TaskNode:
         index = self._counters[task.name]
+        custom = task_run_name(task, args, kwargs) if task.task_run_name is not None else None  # may raise
         record = TaskRun(
             # Unique across runs (the flow run's random id) without a uuid4 per task:
             # os.urandom is slow enough here to show in the per-task overhead.
             id=f"{self.flow_run.id[:16]}{len(self.flow_run.task_runs):016x}",
-            name=f"{task.name}-{index}",
+            name=custom or f"{task.name}-{index}",
             task_name=task.name,
             flow_run_id=self.flow_run.id,
             index=index,
@@ -350,6 +356,8 @@ class FlowRunEngine:
             )
         self._counters[task.name] = index + 1
         node = TaskNode(self, task, record, args, kwargs)
+        if task.on_running or task.on_completion or task.on_failure:
+            node.parameters = call_parameters(task, args, kwargs)
         if settings.store is not None:
             node.storage = settings
             node.result_key = record.cache_key or run_result_key(record.id)
@@ -830,6 +838,7 @@ class FlowRunEngine:
             record.start_time = started
         state = Running if node.attempt == 1 else Retrying
         record.set_state(state(f"attempt {node.attempt} on {worker}", timestamp=started))
+        self._task_hooks(node, node.task.on_running, record.state)
 
     def _crashed_rerun(self, node: TaskNode, dead_worker: str | None, seen: bool = True) -> None:
         """Record that the execution seen running died with its worker and that Dask
@@ -880,11 +889,18 @@ class FlowRunEngine:
             self._run_hook(callback)
         node.callbacks.clear()
         hooks = node.task.on_completion if state.is_completed() else node.task.on_failure if (state.is_failed() or state.is_crashed()) else ()
-        for hook in hooks:
-            self._run_hook(lambda hook=hook: hook(node.task, record, state), hook)
+        self._task_hooks(node, hooks, state)
         for dependent in node.dependents:
             if dependent.waiting and not dependent.final:
                 self._recheck.append(dependent)
+
+    def _task_hooks(self, node: TaskNode, hooks: Iterable[Any], state: State) -> None:
+        """Prefect's signature ``hook(task, task_run, state)``, with a read-only view of the run."""
+        if not hooks:
+            return
+        view = RunView(node.record, node.parameters)
+        for hook in list(hooks):
+            self._run_hook(lambda hook=hook: hook(node.task, view, state), hook)
 
     def _run_hook(self, fn: Callable[[], None], hook: Any = None) -> None:
         """Run user callbacks off the engine thread, one at a time, errors logged."""
@@ -944,6 +960,8 @@ class _FetchOnce:
         self.value: Any = None
 
     def __call__(self) -> Any:
+        if not self.node.task.cache_result_in_memory:
+            return self._load()  # the task's cache_result_in_memory=False: fetched anew each time
         with self.lock:
             if not self.fetched:
                 self.value = self._load()

@@ -43,6 +43,7 @@ from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .history import RunRecorder, history_enabled
+from .hooks import RunView
 from .names import check_name_text, check_tag_texts
 from .options import (
     Hook,
@@ -50,6 +51,7 @@ from .options import (
     check_name,
     check_optional_bool,
     check_result_storage,
+    check_runner,
     check_serializer,
     check_tags,
     check_timeout,
@@ -57,6 +59,7 @@ from .options import (
 from .parameters import ParameterModel
 from .persistence import RunStorage
 from .retries import RetryDelay, retry_delay, validate_retry_options
+from .run_names import RunName, check_run_name, resolve_run_name
 from .runs import FlowRun, RunPlan
 from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
 
@@ -90,6 +93,7 @@ class Flow(Generic[P, R]):
         "name", "description", "version", "tags", "task_runner", "retries", "retry_delay_seconds",
         "timeout_seconds", "validate_parameters", "log_prints", "on_completion", "on_failure", "on_crashed", "on_cancellation",
         "result_storage", "persist_result", "result_serializer", "refresh_cache",
+        "flow_run_name", "cache_result_in_memory", "on_running",
     )
 
     def __init__(
@@ -113,6 +117,9 @@ class Flow(Generic[P, R]):
         refresh_cache: bool | None = None,
         on_crashed: Hook | Sequence[Hook] | None = None,
         on_cancellation: Hook | Sequence[Hook] | None = None,
+        flow_run_name: RunName | None = None,
+        cache_result_in_memory: bool = True,
+        on_running: Hook | Sequence[Hook] | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidOptionError(f"@flow decorates a function, got {fn!r}")
@@ -124,11 +131,7 @@ class Flow(Generic[P, R]):
         self.description = description if description is not None else inspect.getdoc(fn)
         self.version = version
         self.tags = check_tag_texts(owner, check_tags(owner, tags))
-        if task_runner is not None and not isinstance(task_runner, TaskRunner):
-            raise InvalidOptionError(
-                f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), got {task_runner!r}"
-            )
-        self.task_runner = task_runner
+        self.task_runner = check_runner(owner, task_runner)
         self.retry_delay_seconds = validate_retry_options(owner, retries, retry_delay_seconds, None)
         self.retries = retries
         self.timeout_seconds = check_timeout(owner, timeout_seconds)
@@ -140,6 +143,11 @@ class Flow(Generic[P, R]):
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
         self.on_crashed = check_hooks(owner, "on_crashed", on_crashed)
         self.on_cancellation = check_hooks(owner, "on_cancellation", on_cancellation)
+        self.on_running = check_hooks(owner, "on_running", on_running)
+        self.flow_run_name = check_run_name(owner, "flow_run_name", flow_run_name)
+        if not isinstance(cache_result_in_memory, bool):
+            raise InvalidOptionError(f"{owner}: cache_result_in_memory must be True or False, got {cache_result_in_memory!r}")
+        self.cache_result_in_memory = cache_result_in_memory
         self.result_storage = check_result_storage(owner, result_storage)
         self.persist_result = check_optional_bool(owner, "persist_result", persist_result)
         self.result_serializer = check_serializer(owner, result_serializer)
@@ -290,6 +298,16 @@ class _FlowRunner:
             logger.error("Flow run %r - %s", flow_run.name, exc)
             return self._finish(flow_run, Failed(str(exc), data=exc))
         flow_run.parameters = parameters
+        try:
+            custom = resolve_run_name(f"flow {flow.name!r}", "flow_run_name", flow.flow_run_name, parameters, pass_parameters=False)
+        except Exception as exc:
+            # Prefect raises here, even with return_state=True; the run is recorded Failed first.
+            logger.error("Flow run %r - %s", flow_run.name, exc)
+            self._finish(flow_run, Failed(str(exc), data=exc))
+            raise
+        if custom is not None:
+            logger.info("Flow run %r - renamed to %r (flow_run_name)", flow_run.name, custom)
+            flow_run.name = custom
         # Masked in records, logs and the console, and taken by every task to its
         # worker (a task may get the raw value as a plain string).
         add_secrets(secrets_in(parameters), share=True)
@@ -424,6 +442,7 @@ class _FlowRunner:
         self.engine = engine
         context = FlowRunContext(flow, flow_run, engine, engine.log_level)
         flow_run.set_state(Running())
+        self._call_hooks(flow.on_running, flow_run, flow_run.state)
         try:
             try:
                 value = self._call_body(context, args, kwargs)
@@ -540,12 +559,17 @@ class _FlowRunner:
             hooks = (*hooks, *self.flow.on_crashed)
         elif state.is_cancelled():
             hooks = self.flow.on_cancellation
-        for hook in hooks:
+        self._call_hooks(hooks, flow_run, state)
+        return state
+
+    def _call_hooks(self, hooks: Sequence[Hook], flow_run: FlowRun, state: State) -> None:
+        """Prefect's signature ``hook(flow, flow_run, state)``; one that raises is logged."""
+        view = RunView(flow_run)
+        for hook in list(hooks):
             try:
-                hook(self.flow, flow_run, state)
+                hook(self.flow, view, state)
             except Exception:
                 logger.exception("Flow run %r - hook %r raised", flow_run.name, getattr(hook, "__name__", hook))
-        return state
 
 
 @overload
@@ -573,6 +597,9 @@ def flow(
     refresh_cache: bool | None = None,
     on_crashed: Hook | Sequence[Hook] | None = None,
     on_cancellation: Hook | Sequence[Hook] | None = None,
+    flow_run_name: RunName | None = None,
+    cache_result_in_memory: bool = True,
+    on_running: Hook | Sequence[Hook] | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -583,8 +610,9 @@ def flow(__fn: Any = None, **options: Any) -> Any:
     ----------
     name, description, version, tags
         Kept in the run record; ``name`` defaults to the function's name.
-    task_runner : TaskRunner, optional
-        Where tasks run. Default: :class:`DaskTaskRunner` with an embedded
+    task_runner : TaskRunner or TaskRunner class, optional
+        Where tasks run (a class, e.g. ``DaskTaskRunner``, is instantiated with
+        no arguments). Default: :class:`DaskTaskRunner` with an embedded
         LocalCluster started and closed by the run; a subflow uses its parent's.
     retries, retry_delay_seconds
         Rerun the whole body when the flow run fails.
@@ -598,7 +626,22 @@ def flow(__fn: Any = None, **options: Any) -> Any:
         ``hook(flow, flow_run, state)``, called once the run is final:
         ``on_completion`` when it completed, ``on_failure`` when it Failed,
         Crashed or TimedOut, ``on_crashed`` (after ``on_failure``) when it
-        Crashed, ``on_cancellation`` when it was Cancelled.
+        Crashed, ``on_cancellation`` when it was Cancelled. ``on_running`` is
+        called on the driver when each attempt of the body starts. ``flow_run``
+        is a read-only view (``id``, ``name``, ``parameters``, ``tags``,
+        ``state``). A hook that raises is logged; it never changes the state.
+        Each also works as a decorator that adds a hook
+        (``@my_flow.on_completion``).
+    flow_run_name : str or callable, optional
+        The run's name: a template filled from the parameters
+        (``"train-{date}"``) or a callable with no arguments returning a
+        string. Default ``<flow name>-<8 hex digits>``. A field that is not a
+        parameter raises :class:`InvalidOptionError` from the call (as Prefect
+        raises), and the run is recorded Failed.
+    cache_result_in_memory : bool
+        Accepted for Prefect code. A flow's return value is what the call
+        returns, so the flow run's state keeps it either way; its tasks each
+        have their own ``cache_result_in_memory``.
     result_storage : str or Store, optional
         Default store of the run's tasks: a folder, ``s3://bucket/prefix``, or a
         :class:`Store`. Else config ``daskflow.storage.url``, else ``./.daskflow``.

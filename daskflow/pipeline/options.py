@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Sequence
 
 from ..exceptions import InvalidOptionError
+from .hooks import HookList
 
 __all__ = [
     "Hook",
@@ -14,6 +15,8 @@ __all__ = [
     "check_optional_bool",
     "check_resources",
     "check_result_storage",
+    "check_result_storage_key",
+    "check_runner",
     "check_serializer",
     "check_tags",
     "check_timeout",
@@ -23,14 +26,46 @@ __all__ = [
 Hook = Callable[..., None]
 
 
-def check_hooks(owner: str, label: str, value: Hook | Sequence[Hook] | None) -> tuple[Hook, ...]:
+def check_hooks(owner: str, label: str, value: Hook | Sequence[Hook] | None) -> HookList:
+    """The hooks as a new :class:`HookList` (a list that also works as a decorator)."""
     if value is None:
-        return ()
-    hooks = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        return HookList()
+    hooks = HookList(value) if isinstance(value, (list, tuple)) else HookList((value,))
     for hook in hooks:
         if not callable(hook):
             raise InvalidOptionError(f"{owner}: {label} takes a callable or a list of callables, got {hook!r}")
     return hooks
+
+
+def check_runner(owner: str, value: Any) -> Any:
+    """A task runner instance; a runner class (``DaskTaskRunner``, as Prefect allows) is instantiated."""
+    from ..runners.base import TaskRunner
+
+    if isinstance(value, type) and issubclass(value, TaskRunner):
+        try:
+            value = value()
+        except TypeError as exc:
+            raise InvalidOptionError(f"{owner}: task_runner class {value.__name__} cannot be made without arguments ({exc}); pass an instance") from None
+    if value is not None and not isinstance(value, TaskRunner):
+        raise InvalidOptionError(
+            f"{owner}: task_runner must be a runner instance such as DaskTaskRunner(), or a runner class such as DaskTaskRunner, got {value!r}"
+        )
+    return value
+
+
+def check_result_storage_key(owner: str, value: Any) -> str | None:
+    """A ``str.format`` template such as ``"{parameters[x]}-result"`` (fields: see ``cache.StorageKeyPolicy``)."""
+    if value is None:
+        return None
+    import string
+
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOptionError(f"{owner}: result_storage_key must be a string like '{{parameters[x]}}-result', got {value!r}")
+    try:
+        list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise InvalidOptionError(f"{owner}: result_storage_key {value!r} is not a valid template ({exc})") from None
+    return value
 
 
 def check_tags(owner: str, tags: Iterable[str] | None) -> tuple[str, ...]:

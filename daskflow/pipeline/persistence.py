@@ -20,7 +20,7 @@ import dask.config
 
 from ..exceptions import InvalidOptionError, StorageError
 from ..storage.store import Manifest, Store, resolve_store
-from .cache import DEFAULT, NONE, CacheKeyFnPolicy, CachePolicy
+from .cache import NONE, CacheKeyFnPolicy, CachePolicy, StorageKeyPolicy, default_policy
 
 if TYPE_CHECKING:
     from ..runners.base import TaskRunner
@@ -99,18 +99,25 @@ class RunStorage:
         if settings is not None:
             return settings
         persist = task.persist_result if task.persist_result is not None else self.persist_result
+        if task.persist_result is None and task.result_storage_key is not None:
+            persist = True  # Prefect: a storage key persists the result whatever the flow says
         persist = True if persist is None else persist
         store = self.store(task.result_storage) if persist else None
         if store is not None and runner is not None:
             _refuse_memory_elsewhere(store, runner)
-        if task.cache_key_fn is not None:
-            policy: CachePolicy | None = CacheKeyFnPolicy(task.cache_key_fn)
+        if task.result_storage_key is not None and task.cache_policy is not NONE:
+            # Prefect: a storage key replaces the task's cache policy or cache_key_fn
+            # (all but NO_CACHE): the formatted key is the entry, and the cache key.
+            policy: CachePolicy | None = StorageKeyPolicy(task.result_storage_key)
+            explicit = True
+        elif task.cache_key_fn is not None:
+            policy = CacheKeyFnPolicy(task.cache_key_fn)
             explicit = True
         elif task.cache_policy is not None:
             policy = None if task.cache_policy is NONE else task.cache_policy
             explicit = policy is not None
         else:
-            policy, explicit = DEFAULT, False
+            policy, explicit = default_policy(), False
         refresh = task.refresh_cache
         if refresh is None:
             refresh = self.refresh_cache

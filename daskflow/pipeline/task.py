@@ -24,11 +24,13 @@ from .options import (
     check_optional_bool,
     check_resources,
     check_result_storage,
+    check_result_storage_key,
     check_serializer,
     check_tags,
     check_timeout,
 )
 from .retries import RetryDelay, validate_retry_options
+from .run_names import RunName, check_run_name
 
 __all__ = ["Task", "task"]
 
@@ -69,6 +71,10 @@ class Task(Generic[P, R]):
         persist_result: bool | None = None,
         result_storage: Store | str | None = None,
         result_serializer: str | None = None,
+        task_run_name: RunName | None = None,
+        result_storage_key: str | None = None,
+        cache_result_in_memory: bool = True,
+        on_running: Hook | Sequence[Hook] | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
@@ -90,6 +96,7 @@ class Task(Generic[P, R]):
         self.log_prints = log_prints
         self.on_completion = check_hooks(owner, "on_completion", on_completion)
         self.on_failure = check_hooks(owner, "on_failure", on_failure)
+        self.on_running = check_hooks(owner, "on_running", on_running)
         self.resources = check_resources(owner, resources)
         self.cache_policy = check_cache_policy(owner, cache_policy)
         if cache_key_fn is not None and not callable(cache_key_fn):
@@ -104,6 +111,13 @@ class Task(Generic[P, R]):
             )
         self.result_storage = check_result_storage(owner, result_storage)
         self.result_serializer = check_serializer(owner, result_serializer)
+        self.task_run_name = check_run_name(owner, "task_run_name", task_run_name)
+        self.result_storage_key = check_result_storage_key(owner, result_storage_key)
+        if result_storage_key is not None and persist_result is False:
+            raise InvalidOptionError(f"{owner}: result_storage_key needs a persisted result; drop persist_result=False or the key")
+        if not isinstance(cache_result_in_memory, bool):
+            raise InvalidOptionError(f"{owner}: cache_result_in_memory must be True or False, got {cache_result_in_memory!r}")
+        self.cache_result_in_memory = cache_result_in_memory
         self.slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.name)[:60] or "task"
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
@@ -117,6 +131,7 @@ class Task(Generic[P, R]):
         "retry_jitter_factor", "retry_condition_fn", "timeout_seconds", "log_prints",
         "on_completion", "on_failure", "resources", "cache_policy", "cache_key_fn", "cache_expiration",
         "refresh_cache", "persist_result", "result_storage", "result_serializer",
+        "task_run_name", "result_storage_key", "cache_result_in_memory", "on_running",
     )
 
     def with_options(self, **changes: Any) -> Task[P, R]:
@@ -294,6 +309,10 @@ def task(
     persist_result: bool | None = None,
     result_storage: Store | str | None = None,
     result_serializer: str | None = None,
+    task_run_name: RunName | None = None,
+    result_storage_key: str | None = None,
+    cache_result_in_memory: bool = True,
+    on_running: Hook | Sequence[Hook] | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -320,8 +339,14 @@ def task(__fn: Any = None, **options: Any) -> Any:
         for what happens to its thread).
     log_prints : bool, optional
         Send ``print`` output to the run log; ``None`` inherits the flow's setting.
-    on_completion, on_failure : callable or list of callables
-        ``hook(task, task_run, state)``, called on the driver once the task run is final.
+    on_completion, on_failure, on_running : callable or list of callables
+        ``hook(task, task_run, state)``, called on the driver: ``on_completion``
+        and ``on_failure`` once the task run is final (Failed or Crashed for
+        ``on_failure``), ``on_running`` when an attempt starts. ``task_run`` is a
+        read-only view (``id``, ``name``, ``parameters``, ``tags``, ``state``). A
+        hook that raises is logged; it never changes the state. The task's
+        ``on_completion``, ``on_failure`` and ``on_running`` also work as
+        decorators that add a hook (``@my_task.on_failure``).
     resources : dict, optional
         Dask worker resources each attempt needs, e.g. ``{"GPU": 1}``.
     cache_policy : CachePolicy, optional
@@ -346,6 +371,21 @@ def task(__fn: Any = None, **options: Any) -> Any:
     result_serializer : str, optional
         ``"pickle"`` (cloudpickle, the default), ``"json"`` or a name registered
         with :func:`daskflow.storage.register_serializer`.
+    task_run_name : str or callable, optional
+        The task runs' name: a template filled from the call's parameters
+        (``"fit-{c}"``), or a callable returning a string (given ``parameters=``
+        if it takes that argument). Default ``<name>-<n>``.
+    result_storage_key : str, optional
+        A template that decides the stored entry of the result, filled with
+        ``parameters`` (``"{parameters[x]}-result"``), ``flow_run`` and
+        ``task_run`` (their ``id``, ``name``, ...). It is also the cache key,
+        in place of ``cache_policy`` and ``cache_key_fn``, as in Prefect: a later
+        call whose key formats the same loads that entry, whatever its inputs
+        or code. With ``cache_policy=NONE`` the task is not cached and the key
+        is not used.
+    cache_result_in_memory : bool
+        Keep the value on the driver once fetched (default True). With False,
+        each ``.result()`` fetches it again from the cluster or the store.
 
     Examples
     --------
