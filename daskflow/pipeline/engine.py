@@ -107,6 +107,7 @@ class TaskNode:
         "kwargs",
         "last_end",
         "lookup",
+        "observed",
         "recompute_done",
         "recomputes",
         "recomputing",
@@ -149,6 +150,9 @@ class TaskNode:
         self.recomputing = False  # a Cached run whose entry proved unusable, running again
         self.recomputes = 0
         self.recompute_done = threading.Event()
+        #: The flow body saw this run's final state (``return_state=True``, ``.state``,
+        #: ``.result()``): a failure it saw is one it handled (see ``unhandled``).
+        self.observed = False
 
 
 def _slug(name: str) -> str:
@@ -306,6 +310,32 @@ class FlowRunEngine:
     def unsuccessful(self) -> list[TaskRun]:
         """Task runs that ended Failed, Crashed, TimedOut or UpstreamFailed."""
         return [n.record for n in self._nodes.values() if n.record.state.is_unsuccessful()]
+
+    def unhandled(self) -> list[TaskRun]:
+        """Unsuccessful task runs whose failure the flow body never saw.
+
+        A run the body observed (its final state reached the body through
+        ``return_state=True``, ``future.state``, ``wait()`` or ``result()``) is
+        handled; an ``UpstreamFailed`` run is handled when every failure that
+        skipped it is (the body saw the root cause).
+        """
+        memo: dict[str, bool] = {}
+
+        def unhandled(node: TaskNode) -> bool:
+            key = node.record.id
+            if key not in memo:
+                memo[key] = False  # a cycle cannot happen; this only guards the recursion
+                state = node.record.state
+                if not state.is_unsuccessful() or node.observed:
+                    memo[key] = False
+                elif state.is_skipped():
+                    causes = [u for u in (*node.upstream, *node.wait_for) if u.record.state.is_unsuccessful()]
+                    memo[key] = not causes or any(unhandled(u) for u in causes)
+                else:
+                    memo[key] = True
+            return memo[key]
+
+        return [n.record for n in self._nodes.values() if unhandled(n)]
 
     def first_error(self) -> BaseException | None:
         """The exception of the first task run that failed by itself (not upstream)."""

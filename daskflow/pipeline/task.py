@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime
 import functools
 import inspect
 import re
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Generic, ParamSpec, Sequence, TypeVar, overload
 
@@ -66,9 +69,18 @@ class Task(Generic[P, R]):
         result_storage: Store | str | None = None,
         result_serializer: str | None = None,
     ) -> None:
+        # ``@task`` over ``@classmethod`` / ``@staticmethod`` (Prefect's order).
+        self._method_kind: str | None = None
+        if isinstance(fn, (classmethod, staticmethod)):
+            self._method_kind = "class" if isinstance(fn, classmethod) else "static"
+            fn = fn.__func__
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
         self.fn = fn
+        #: ``async def``: in an async flow, calling the task returns a coroutine to await.
+        self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        #: A generator: its yielded values are the result (a list, consumed where it runs).
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         self.name = check_name_text("task", check_name(fn, name, "task"))
         owner = f"task {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
@@ -127,7 +139,22 @@ class Task(Generic[P, R]):
             raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
         options = {name: getattr(self, name) for name in self._OPTIONS}
         options.update(changes)
-        return Task(self.fn, **options)
+        made = Task(self.fn, **options)
+        made._method_kind = self._method_kind
+        return made
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Task[P, R]:
+        """A task defined in a class: bound to the instance, or the class (``@task``
+        over ``@classmethod``); the bound object travels with the function."""
+        if self._method_kind == "static" or isinstance(self.fn, types.MethodType):
+            return self
+        target = owner if self._method_kind == "class" else instance
+        if target is None:
+            return self
+        bound = copy.copy(self)
+        bound.fn = types.MethodType(self.fn, target)
+        bound._signature = inspect.signature(bound.fn)
+        return bound
 
     # ------------------------------------------------------------------ calls
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -149,9 +176,26 @@ class Task(Generic[P, R]):
         if context is None or TASK_RUN_CONTEXT.get() is not None:
             return self.fn(*args, **kwargs)
         self._check_arguments(args, kwargs)
+        if self.isasync and getattr(context.flow, "isasync", False):
+            return self._call_async(context, args, kwargs, wait_for, return_state)  # type: ignore[return-value]
         future = context.engine.submit(self, args, kwargs, wait_for)
         state = future.wait()
-        return state if return_state else state.result()  # type: ignore[return-value]
+        if return_state:
+            return state  # type: ignore[return-value]
+        value = state.result()
+        # Prefect hands a generator task's caller a generator; its values were
+        # produced where the task ran.
+        return (v for v in value) if self.isgenerator else value  # type: ignore[return-value]
+
+    async def _call_async(self, context: Any, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Any, return_state: bool) -> Any:
+        """``await my_task(x)`` in an async flow: submitted when awaited; the wait
+        (and fetching the value) happens in a helper thread, so the flow's other
+        coroutines go on meanwhile."""
+        future = context.engine.submit(self, args, kwargs, wait_for)
+        state = await asyncio.to_thread(future.wait)
+        if return_state:
+            return state
+        return await asyncio.to_thread(state.result)
 
     def submit(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
         """Submit a task run and return its future at once.
