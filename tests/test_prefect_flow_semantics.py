@@ -88,7 +88,7 @@ def test_a_caught_task_exception_is_handled():
 def test_a_failure_nobody_looked_at_still_fails_a_flow_returning_none():
     @local_flow
     def careless():
-        boom.submit(7)
+        boom.submit(7).wait()  # waiting is not looking
         add_one.submit(1)
 
     state = careless(return_state=True)
@@ -273,3 +273,26 @@ def test_cli_reports_a_wrong_import_as_the_import_error(tmp_path, cluster_addres
     assert result.exit_code == 1, result.output
     assert "ModuleNotFoundError: No module named 'no_such_module_anywhere'" in result.output
     assert "Crashed" not in result.output
+
+
+def test_a_script_calling_its_flow_without_a_main_guard_runs_on_a_local_cluster(tmp_path):
+    # Prefect's examples often call the flow at the top level; a LocalCluster's
+    # spawned workers import that script again and must not run the flow there.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from daskflow import DaskTaskRunner, flow, task\n\n"
+        "@task\ndef one():\n    return 1\n\n"
+        "@flow(task_runner=DaskTaskRunner(cluster_kwargs={'n_workers': 1, 'threads_per_worker': 1}))\n"
+        "def pipe():\n    return one() + 1\n\n"
+        "print('RESULT', pipe())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "RESULT 2" in done.stdout  # (the worker's import prints "RESULT None": its call is skipped)
+    assert (done.stdout + done.stderr).count("finished in state Completed") == 1
+    assert "Failed to start process" not in done.stderr

@@ -151,7 +151,7 @@ class TaskNode:
         self.recomputes = 0
         self.recompute_done = threading.Event()
         #: The flow body saw this run's final state (``return_state=True``, ``.state``,
-        #: ``.result()``): a failure it saw is one it handled (see ``unhandled``).
+        #: ``.result()``; not ``wait()`` alone): a failure it saw is one it handled.
         self.observed = False
 
 
@@ -315,7 +315,7 @@ class FlowRunEngine:
         """Unsuccessful task runs whose failure the flow body never saw.
 
         A run the body observed (its final state reached the body through
-        ``return_state=True``, ``future.state``, ``wait()`` or ``result()``) is
+        ``return_state=True``, ``future.state`` or ``result()``) is
         handled; an ``UpstreamFailed`` run is handled when every failure that
         skipped it is (the body saw the root cause).
         """

@@ -197,6 +197,13 @@ class Flow(Generic[P, R]):
             Before anything runs, if the parameters do not fit the signature.
         """
         return_state = bool(kwargs.pop("return_state", False))
+        if _reimporting_main():
+            # A script calling its flow at the top level, without an
+            # ``if __name__ == "__main__":`` guard, is imported again by each
+            # worker process a LocalCluster spawns; running the flow there would
+            # start clusters inside the workers and fail their start.
+            logger.info("not running flow %r: this process is importing the script that started it (a spawned worker)", self.name)
+            return _nothing(self)  # type: ignore[return-value]
         if self.isgenerator and return_state:
             raise InvalidOptionError(f"flow {self.name!r} is a generator: call it without return_state=True and iterate")
         if self.isasync:
@@ -711,6 +718,23 @@ def flow(__fn: Any = None, **options: Any) -> Any:
     return lambda fn: Flow(fn, **options)
 
 
+def _reimporting_main() -> bool:
+    """Whether this process is a spawned child (a Dask worker of a LocalCluster)
+    re-importing the ``__main__`` script of its parent."""
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _nothing(flow: Flow[Any, Any]) -> Any:
+    """What a skipped flow call gives back, in the shape the caller expects."""
+    if flow.isasync and flow.isgenerator:
+        return _no_values()
+    if flow.isasync:
+        return asyncio.sleep(0)  # a coroutine whose value is None
+    return iter(()) if flow.isgenerator else None
+
+
 def _consume(value: Any) -> Any:
     """What a body's call gives, run to its value: a coroutine (an ``async def``
     flow) on a new event loop in this thread, a generator into a list (Prefect
@@ -722,6 +746,11 @@ def _consume(value: Any) -> Any:
     if inspect.isgenerator(value):
         value = list(value)
     return value
+
+
+async def _no_values() -> Any:
+    for value in ():
+        yield value
 
 
 async def _collect(values: Any) -> list[Any]:

@@ -76,9 +76,11 @@ class TaskFuture(Generic[R]):
         """Block until the task run has a final state, or ``timeout`` seconds pass.
 
         Returns the state (final or not), like Prefect's ``wait`` then ``.state``.
+        Waiting alone is not looking: a failure is handled (for the flow's final
+        state) once the body reads ``.state`` or ``result()``.
         """
         self._node.engine.wait_node(self._node, timeout)
-        return self.state
+        return self._node.record.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; raises its exception if it failed.

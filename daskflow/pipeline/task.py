@@ -179,7 +179,8 @@ class Task(Generic[P, R]):
         if self.isasync and getattr(context.flow, "isasync", False):
             return self._call_async(context, args, kwargs, wait_for, return_state)  # type: ignore[return-value]
         future = context.engine.submit(self, args, kwargs, wait_for)
-        state = future.wait()
+        future.wait()
+        state = future.state  # the body sees this run's outcome (raised or returned): handled
         if return_state:
             return state  # type: ignore[return-value]
         value = state.result()
@@ -192,7 +193,8 @@ class Task(Generic[P, R]):
         (and fetching the value) happens in a helper thread, so the flow's other
         coroutines go on meanwhile."""
         future = context.engine.submit(self, args, kwargs, wait_for)
-        state = await asyncio.to_thread(future.wait)
+        await asyncio.to_thread(future.wait)
+        state = future.state
         if return_state:
             return state
         return await asyncio.to_thread(state.result)
@@ -208,7 +210,10 @@ class Task(Generic[P, R]):
         context = self._flow_context("submit")
         self._check_arguments(args, kwargs)
         future = context.engine.submit(self, args, kwargs, wait_for)
-        return future.wait() if return_state else future  # type: ignore[return-value]
+        if return_state:
+            future.wait()
+            return future.state  # type: ignore[return-value]
+        return future
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList:
         """Submit one task run per element of the iterable arguments, in one batch.
@@ -252,7 +257,8 @@ class Task(Generic[P, R]):
             calls.append((call_args, call_kwargs))
         futures = TaskFutureList(context.engine.submit_many(self, calls, wait_for))
         if return_state:
-            return TaskFutureList(f.wait() for f in futures)
+            futures.wait()
+            return TaskFutureList(f.state for f in futures)
         return futures
 
     def _flow_context(self, method: str) -> Any:
