@@ -296,3 +296,29 @@ def test_a_script_calling_its_flow_without_a_main_guard_runs_on_a_local_cluster(
     assert "RESULT 2" in done.stdout  # (the worker's import prints "RESULT None": its call is skipped)
     assert (done.stdout + done.stderr).count("finished in state Completed") == 1
     assert "Failed to start process" not in done.stderr
+
+
+def test_a_local_module_the_cluster_cannot_import_is_named(tmp_path):
+    # The flow file is shipped by value; a module beside it that it imports is
+    # not, and Dask's own error does not say which import failed.
+    from daskflow.pipeline.entrypoints import load_flow
+
+    from .conftest import DaskCLICluster
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "only_on_driver_helper.py").write_text("X = 5\n")
+    (code / "uses_local_helper.py").write_text(
+        "from daskflow import flow, task\nimport only_on_driver_helper\n\n"
+        "@task(persist_result=False)\ndef one():\n    return only_on_driver_helper.X\n\n"
+        "@flow(persist_result=False)\ndef pipe():\n    return one()\n"
+    )
+    (tmp_path / "cluster").mkdir()
+    cluster = DaskCLICluster(tmp_path / "cluster", workers=((),))
+    try:
+        pipe = load_flow(f"{code / 'uses_local_helper.py'}:pipe")
+        state = pipe.with_options(task_runner=DaskTaskRunner(address=cluster.address))(return_state=True)
+    finally:
+        cluster.close()
+    assert not state.is_completed()
+    assert "cannot import 'only_on_driver_helper'" in state.message and "client.upload_file()" in state.message
