@@ -83,12 +83,6 @@ def test_bad_task_options_fail_at_decoration(options, message):
 def test_bad_flow_options_fail_at_decoration():
     with pytest.raises(InvalidOptionError, match="task_runner must be a runner instance"):
         flow(task_runner="dask")(lambda: None)
-    with pytest.raises(InvalidOptionError, match="is async"):
-
-        @flow
-        async def not_supported():
-            return 1
-
     with pytest.raises(InvalidOptionError, match="max_workers must be a positive integer"):
         ConcurrentTaskRunner(max_workers=0)
 

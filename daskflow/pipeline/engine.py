@@ -109,6 +109,7 @@ class TaskNode:
         "kwargs",
         "last_end",
         "lookup",
+        "observed",
         "parameters",
         "recompute_done",
         "recomputes",
@@ -154,6 +155,9 @@ class TaskNode:
         self.recompute_done = threading.Event()
         # Bound arguments for hooks' task_run.parameters (kept only if the task has hooks).
         self.parameters: dict[str, Any] | None = None
+        #: The flow body saw this run's final state (``return_state=True``, ``.state``,
+        #: ``.result()``; not ``wait()`` alone): a failure it saw is one it handled.
+        self.observed = False
 
 
 def _slug(name: str) -> str:
@@ -315,6 +319,32 @@ class FlowRunEngine:
     def unsuccessful(self) -> list[TaskRun]:
         """Task runs that ended Failed, Crashed, TimedOut or UpstreamFailed."""
         return [n.record for n in self._nodes.values() if n.record.state.is_unsuccessful()]
+
+    def unhandled(self) -> list[TaskRun]:
+        """Unsuccessful task runs whose failure the flow body never saw.
+
+        A run the body observed (its final state reached the body through
+        ``return_state=True``, ``future.state`` or ``result()``) is
+        handled; an ``UpstreamFailed`` run is handled when every failure that
+        skipped it is (the body saw the root cause).
+        """
+        memo: dict[str, bool] = {}
+
+        def unhandled(node: TaskNode) -> bool:
+            key = node.record.id
+            if key not in memo:
+                memo[key] = False  # a cycle cannot happen; this only guards the recursion
+                state = node.record.state
+                if not state.is_unsuccessful() or node.observed:
+                    memo[key] = False
+                elif state.is_skipped():
+                    causes = [u for u in (*node.upstream, *node.wait_for) if u.record.state.is_unsuccessful()]
+                    memo[key] = not causes or any(unhandled(u) for u in causes)
+                else:
+                    memo[key] = True
+            return memo[key]
+
+        return [n.record for n in self._nodes.values() if unhandled(n)]
 
     def first_error(self) -> BaseException | None:
         """The exception of the first task run that failed by itself (not upstream)."""
@@ -623,7 +653,7 @@ class FlowRunEngine:
             if type(error).__name__ == "KilledWorker":
                 crash = self._killed_worker(node, error)
             else:
-                crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error)}")
+                crash = CrashedError(f"task run {node.record.name!r} attempt {node.attempt} crashed: {_describe_crash(error, node.task)}")
             crash.__cause__ = error
             self._attempt_failed(node, "crashed", crash, str(crash), None)
 
@@ -1092,9 +1122,47 @@ def _decimal_bytes(size: Any) -> str:
     return f"{size / 1e6:.3g} MB"
 
 
-def _describe_crash(error: BaseException | None) -> str:
+def _describe_crash(error: BaseException | None, task: Task | None = None) -> str:
     name = type(error).__name__
     if name == "KilledWorker":
         return f"the worker running it died ({error})"
-    return f"{name}: {error}"
+    text = f"{name}: {error}"
+    if task is not None and "deserializ" in str(error):
+        # Dask's message does not say which import failed on the cluster; the
+        # usual one is a module of the user's own that only the driver has.
+        local = _local_modules(task.fn)
+        if local:
+            text += (
+                f"\nThe cluster (scheduler or workers) probably cannot import {', '.join(repr(m) for m in local)}, which "
+                "the task's code uses and which this machine imports from a local file: install it in the cluster's "
+                "environment, put its folder on the workers' PYTHONPATH, or upload it with client.upload_file()"
+            )
+    return text
+
+
+def _local_modules(fn: Callable[..., Any]) -> list[str]:
+    """Modules ``fn``'s globals use that come from local files (not the standard
+    library, site-packages or daskflow) and are not shipped by value."""
+    import sys
+    import sysconfig
+    import types
+
+    import cloudpickle
+
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    names: set[str] = set()
+    for value in getattr(getattr(fn, "__func__", fn), "__globals__", {}).values():
+        module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if isinstance(module, str):
+            names.add(module.split(".")[0])
+    local = []
+    for name in sorted(names):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if module is None or not path or name in ("daskflow", "__main__"):
+            continue
+        by_value = getattr(cloudpickle.cloudpickle, "_is_registered_pickle_by_value", lambda m: False)(module)
+        if not by_value and not any(path.startswith(root) for root in installed):
+            local.append(name)
+    return local
 

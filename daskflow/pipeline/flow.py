@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
+import copy
 import functools
 import inspect
 import logging
 import threading
 import time
+import types
 import uuid
 from collections import Counter
 from typing import (
@@ -121,11 +125,19 @@ class Flow(Generic[P, R]):
         cache_result_in_memory: bool = True,
         on_running: Hook | Sequence[Hook] | None = None,
     ) -> None:
+        # ``@flow`` over ``@classmethod`` / ``@staticmethod`` (Prefect's order): the
+        # function is kept, and ``__get__`` binds the class (or nothing).
+        self._method_kind: str | None = None
+        if isinstance(fn, (classmethod, staticmethod)):
+            self._method_kind = "class" if isinstance(fn, classmethod) else "static"
+            fn = fn.__func__
         if not callable(fn):
             raise InvalidOptionError(f"@flow decorates a function, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-            raise InvalidOptionError(f"flow {getattr(fn, '__name__', fn)!r} is async; daskflow flows are plain functions (tasks may be async)")
         self.fn = fn
+        #: ``async def`` (or an async generator): calling the flow returns a coroutine.
+        self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        #: A generator body: its yielded values are the run's result (a list).
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         self.name = check_name_text("flow", check_name(fn, name, "flow"))
         owner = f"flow {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
@@ -162,10 +174,30 @@ class Flow(Generic[P, R]):
             raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
         options = {name: getattr(self, name) for name in self._OPTIONS}
         options.update(changes)
-        return Flow(self.fn, **options)
+        made = Flow(self.fn, **options)
+        made._method_kind = self._method_kind
+        return made
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Flow[P, R]:
+        """A flow defined in a class: bound to the instance (a method), the class
+        (``@flow`` over ``@classmethod``) or nothing (over ``@staticmethod``).
+        ``self`` / ``cls`` is not a flow parameter."""
+        if self._method_kind == "static" or isinstance(self.fn, types.MethodType):
+            return self
+        target = owner if self._method_kind == "class" else instance
+        if target is None:
+            return self  # looked up on the class: the plain flow
+        bound = copy.copy(self)
+        bound.fn = types.MethodType(self.fn, target)
+        bound.parameters = ParameterModel(bound.fn, self.name)
+        return bound
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow; returns its value, or its final :class:`State` with ``return_state=True``.
+
+        An ``async def`` flow returns a coroutine to await (``asyncio.run(my_flow())``,
+        or ``await my_flow()`` in async code, also in an async parent flow). A
+        generator flow returns a generator over its yielded values.
 
         Raises
         ------
@@ -173,8 +205,53 @@ class Flow(Generic[P, R]):
             Before anything runs, if the parameters do not fit the signature.
         """
         return_state = bool(kwargs.pop("return_state", False))
+        if _reimporting_main():
+            # A script calling its flow at the top level, without an
+            # ``if __name__ == "__main__":`` guard, is imported again by each
+            # worker process a LocalCluster spawns; running the flow there would
+            # start clusters inside the workers and fail their start.
+            logger.info("not running flow %r: this process is importing the script that started it (a spawned worker)", self.name)
+            return _nothing(self)  # type: ignore[return-value]
+        if self.isgenerator and return_state:
+            raise InvalidOptionError(f"flow {self.name!r} is a generator: call it without return_state=True and iterate")
+        if self.isasync:
+            if self.isgenerator:
+                return self._aiterate(args, kwargs)  # type: ignore[return-value]
+            return self._call_async(args, kwargs, return_state)  # type: ignore[return-value]
+        if self.isgenerator:
+            return self._iterate(args, kwargs)  # type: ignore[return-value]
         state = _FlowRunner(self).run(args, kwargs)
         return state if return_state else state.result()  # type: ignore[return-value]
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+        """Await a flow run: it runs in a thread of its own (its body on a new event
+        loop there), so the caller's loop goes on serving other coroutines."""
+        runner = _FlowRunner(self)  # here: the awaiting context names the parent flow, if any
+        done: concurrent.futures.Future[State] = concurrent.futures.Future()
+        context = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                done.set_result(context.run(runner.run, args, kwargs))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                done.set_exception(exc)
+
+        threading.Thread(target=target, name=f"daskflow-async-flow-{self.name}", daemon=True).start()
+        try:
+            state = await asyncio.shield(asyncio.wrap_future(done))
+        except asyncio.CancelledError:
+            # The awaiting task was cancelled (Ctrl-C in asyncio.run): cancel the run's tasks too.
+            runner._cancel_requested("the coroutine awaiting the flow run was cancelled")
+            raise
+        return state if return_state else state.result()
+
+    def _iterate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The run starts at the first next(), like calling a generator function.
+        yield from _FlowRunner(self).run(args, kwargs).result()
+
+    async def _aiterate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        for value in await self._call_async(args, kwargs, False):
+            yield value
 
     def _run_planned(self, plan: RunPlan, parameters: dict[str, Any]) -> State:
         """Run as the flow run ``plan`` describes (made ahead by a deployment); the final state."""
@@ -482,7 +559,7 @@ class _FlowRunner:
             token = FLOW_RUN_CONTEXT.set(context)
             print_token = PRINT_SINK.set(sink)
             try:
-                return flow.fn(*args, **kwargs)
+                return _consume(flow.fn(*args, **kwargs))
             finally:
                 PRINT_SINK.reset(print_token)
                 FLOW_RUN_CONTEXT.reset(token)
@@ -510,14 +587,23 @@ class _FlowRunner:
         return outcome["value"]
 
     def _final_state(self, engine: FlowRunEngine, value: Any) -> State:
-        """Prefect's rule: a returned future or state decides; with nothing returned,
-        the flow fails if any task run did not complete."""
+        """The flow run's final state from what the body returned.
+
+        Prefect's rules: a returned state is the final state (its name and
+        message kept; a task's state gives its value); returned futures and
+        states decide together (any not completed fails the run). daskflow's
+        one addition: a body that returns ``None`` fails when a task run did
+        not complete and the body never saw it (see ``FlowRunEngine.unhandled``);
+        a failure the body looked at is one it handled, and the run completes.
+        """
+        if isinstance(value, State):
+            return _returned_state(value)
         returned = find_instances(value, (TaskFuture, State))
         if returned:
             states = [r.state if isinstance(r, TaskFuture) else r for r in returned]
             bad = [s for s in states if not s.is_completed()]
             if bad:
-                error = bad[0].result(raise_on_failure=False)
+                error = bad[0].result(raise_on_failure=False) if bad[0].is_final() else RuntimeError(str(bad[0]))
                 make = Crashed if bad[0].is_crashed() else Failed  # infrastructure, not user code
                 return make(f"{len(bad)} of the {len(states)} returned runs did not complete; first: {bad[0]}", data=error)
             try:
@@ -526,13 +612,17 @@ class _FlowRunner:
                 return Crashed(f"could not fetch the returned results: {exc}", data=exc)
             return Completed(data=value)
         if value is None:
-            bad_runs = engine.unsuccessful()
+            bad_runs = engine.unhandled()
             if bad_runs:
                 names = ", ".join(f"{r.name} ({r.state.name})" for r in bad_runs[:5])
                 more = f" and {len(bad_runs) - 5} more" if len(bad_runs) > 5 else ""
                 error = engine.first_error() or bad_runs[0].state.result(raise_on_failure=False)
                 make = Crashed if _infrastructure(error) else Failed
-                return make(f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete: {names}{more}", data=error)
+                return make(
+                    f"{len(bad_runs)} of {len(engine.flow_run.task_runs)} task runs did not complete and the flow "
+                    f"neither returned nor looked at them: {names}{more}",
+                    data=error,
+                )
         return Completed(data=value)
 
     def _finish(self, flow_run: FlowRun, state: State) -> State:
@@ -669,6 +759,60 @@ def flow(__fn: Any = None, **options: Any) -> Any:
             raise InvalidOptionError("use @flow or @flow(...), not @flow(fn, ...)")
         return Flow(__fn)
     return lambda fn: Flow(fn, **options)
+
+
+def _reimporting_main() -> bool:
+    """Whether this process is a spawned child (a Dask worker of a LocalCluster)
+    re-importing the ``__main__`` script of its parent."""
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _nothing(flow: Flow[Any, Any]) -> Any:
+    """What a skipped flow call gives back, in the shape the caller expects."""
+    if flow.isasync and flow.isgenerator:
+        return _no_values()
+    if flow.isasync:
+        return asyncio.sleep(0)  # a coroutine whose value is None
+    return iter(()) if flow.isgenerator else None
+
+
+def _consume(value: Any) -> Any:
+    """What a body's call gives, run to its value: a coroutine (an ``async def``
+    flow) on a new event loop in this thread, a generator into a list (Prefect
+    consumes a returned generator: a run's result must be a value)."""
+    if inspect.iscoroutine(value):
+        value = asyncio.run(value)
+    if inspect.isasyncgen(value):
+        value = asyncio.run(_collect(value))
+    if inspect.isgenerator(value):
+        value = list(value)
+    return value
+
+
+async def _no_values() -> Any:
+    for value in ():
+        yield value
+
+
+async def _collect(values: Any) -> list[Any]:
+    return [value async for value in values]
+
+
+def _returned_state(state: State) -> State:
+    """The final state of a flow whose body returned ``state`` (Prefect: a returned
+    state is the run's state, e.g. ``return Completed(message="nothing to do")``)."""
+    if not state.is_final():
+        return Failed(f"the flow returned a state that is not final: {state}", data=RuntimeError(str(state)))
+    if state.is_completed():
+        try:
+            data = state.result()  # a task's state: its value, fetched now (the cluster goes away)
+        except Exception as exc:
+            return Crashed(f"could not fetch the returned state's result: {exc}", data=exc)
+        return state.copy(data=data, _fetch=None, run=None, timestamp=time.time())
+    error = state.result(raise_on_failure=False)
+    return state.copy(data=error, _fetch=None, run=None, timestamp=time.time())
 
 
 def _infrastructure(error: BaseException | None) -> bool:

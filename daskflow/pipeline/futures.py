@@ -62,7 +62,12 @@ class TaskFuture(Generic[R]):
     @property
     def state(self) -> State:
         """The current state (not waiting)."""
-        return self._node.record.state
+        state = self._node.record.state
+        if state.is_final():
+            # The body has seen how the run ended: a failure is then its to handle
+            # (the flow's final state no longer counts it, as in Prefect).
+            self._node.observed = True
+        return state
 
     def done(self) -> bool:
         return self._node.done.is_set()
@@ -71,9 +76,11 @@ class TaskFuture(Generic[R]):
         """Block until the task run has a final state, or ``timeout`` seconds pass.
 
         Returns the state (final or not), like Prefect's ``wait`` then ``.state``.
+        Waiting alone is not looking: a failure is handled (for the flow's final
+        state) once the body reads ``.state`` or ``result()``.
         """
         self._node.engine.wait_node(self._node, timeout)
-        return self.state
+        return self._node.record.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; raises its exception if it failed.
@@ -92,7 +99,7 @@ class TaskFuture(Generic[R]):
         self._node.engine.add_done_callback(self._node, lambda: fn(self))
 
     def __repr__(self) -> str:
-        return f"TaskFuture({self._node.record.name!r}, state={self.state.name})"
+        return f"TaskFuture({self._node.record.name!r}, state={self._node.record.state.name})"
 
 
 class TaskFutureList(list):  # type: ignore[type-arg]

@@ -157,8 +157,10 @@ class State:
 
 
 def _maker(type_: StateType, name: str) -> Callable[..., State]:
-    def make(message: str = "", **kwargs: Any) -> State:
-        return State(type_, name, message, **kwargs)
+    def make(message: str | None = "", *, name: str = name, **kwargs: Any) -> State:
+        # Prefect's keywords: ``message``, ``data`` and ``name`` (a custom named
+        # state such as ``Completed(message="nothing to do", name="Skipped")``).
+        return State(type_, name, message or "", **kwargs)
 
     make.__name__ = make.__qualname__ = name
     make.__doc__ = f"A ``{name}`` state (type ``{type_.value}``)."

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime
 import functools
 import inspect
 import re
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable, Generic, ParamSpec, Sequence, TypeVar, overload
 
@@ -76,9 +79,18 @@ class Task(Generic[P, R]):
         cache_result_in_memory: bool = True,
         on_running: Hook | Sequence[Hook] | None = None,
     ) -> None:
+        # ``@task`` over ``@classmethod`` / ``@staticmethod`` (Prefect's order).
+        self._method_kind: str | None = None
+        if isinstance(fn, (classmethod, staticmethod)):
+            self._method_kind = "class" if isinstance(fn, classmethod) else "static"
+            fn = fn.__func__
         if not callable(fn):
             raise InvalidOptionError(f"@task decorates a function, got {fn!r}")
         self.fn = fn
+        #: ``async def``: in an async flow, calling the task returns a coroutine to await.
+        self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        #: A generator: its yielded values are the result (a list, consumed where it runs).
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         self.name = check_name_text("task", check_name(fn, name, "task"))
         owner = f"task {self.name!r}"
         self.description = description if description is not None else inspect.getdoc(fn)
@@ -146,7 +158,22 @@ class Task(Generic[P, R]):
             raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
         options = {name: getattr(self, name) for name in self._OPTIONS}
         options.update(changes)
-        return Task(self.fn, **options)
+        made = Task(self.fn, **options)
+        made._method_kind = self._method_kind
+        return made
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Task[P, R]:
+        """A task defined in a class: bound to the instance, or the class (``@task``
+        over ``@classmethod``); the bound object travels with the function."""
+        if self._method_kind == "static" or isinstance(self.fn, types.MethodType):
+            return self
+        target = owner if self._method_kind == "class" else instance
+        if target is None:
+            return self
+        bound = copy.copy(self)
+        bound.fn = types.MethodType(self.fn, target)
+        bound._signature = inspect.signature(bound.fn)
+        return bound
 
     # ------------------------------------------------------------------ calls
     def _check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -172,10 +199,28 @@ class Task(Generic[P, R]):
         context = FLOW_RUN_CONTEXT.get()
         task_context = TASK_RUN_CONTEXT.get()
         if context is None and task_context is None:
+            if self.isasync:  # Prefect: an async task called anywhere gives a coroutine
+                return self._call_async(lambda: lone_task_run(self, args, kwargs, wait_for), return_state)  # type: ignore[return-value]
             state = lone_task_run(self, args, kwargs, wait_for)
         else:
-            state = self._flow_context("call", inline=True).submit_many(self, [(args, kwargs)], wait_for)[0].wait()
-        return state if return_state else state.result()  # type: ignore[return-value]
+            target = self._flow_context("call", inline=True)
+            if self.isasync and task_context is None and getattr(context.flow, "isasync", False):
+                return self._call_async(lambda: _final_state(target.submit_many(self, [(args, kwargs)], wait_for)[0]), return_state)  # type: ignore[return-value]
+            state = _final_state(target.submit_many(self, [(args, kwargs)], wait_for)[0])
+        if return_state:
+            return state  # type: ignore[return-value]
+        value = state.result()
+        # Prefect hands a generator task's caller a generator; its values were
+        # produced where the task ran.
+        return (v for v in value) if self.isgenerator else value  # type: ignore[return-value]
+
+    async def _call_async(self, run: Callable[[], Any], return_state: bool) -> Any:
+        """``await my_task(x)``: submitted when awaited; the wait (and fetching the
+        value) happens in a helper thread, so the caller's other coroutines go on."""
+        state = await asyncio.to_thread(run)
+        if return_state:
+            return state
+        return await asyncio.to_thread(state.result)
 
     def submit(self, *args: Any, **kwargs: Any) -> TaskFuture[R]:
         """Submit a task run and return its future at once.
@@ -188,7 +233,7 @@ class Task(Generic[P, R]):
         context = self._flow_context("submit")
         self._check_arguments(args, kwargs)
         future = context.submit_many(self, [(args, kwargs)], wait_for)[0]
-        return future.wait() if return_state else future  # type: ignore[return-value]
+        return _final_state(future) if return_state else future  # type: ignore[return-value]
 
     def map(self, *args: Any, **kwargs: Any) -> TaskFutureList:
         """Submit one task run per element of the iterable arguments, in one batch.
@@ -232,7 +277,8 @@ class Task(Generic[P, R]):
             calls.append((call_args, call_kwargs))
         futures = TaskFutureList(context.submit_many(self, calls, wait_for))
         if return_state:
-            return TaskFutureList(f.wait() for f in futures)
+            futures.wait()
+            return TaskFutureList(f.state for f in futures)
         return futures
 
     def _flow_context(self, method: str, inline: bool = False) -> Any:
@@ -402,3 +448,9 @@ def task(__fn: Any = None, **options: Any) -> Any:
         return Task(__fn)
     return lambda fn: Task(fn, **options)
 
+
+def _final_state(future: TaskFuture[Any]) -> Any:
+    """Wait for ``future`` and give its state, as the body sees it: a state the
+    body received is a failure it handled (``TaskFuture.state`` records that)."""
+    future.wait()
+    return future.state

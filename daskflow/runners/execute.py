@@ -415,9 +415,18 @@ def install_print_capture() -> None:
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Coroutines run on a new event loop in this thread; generators are consumed
+    # into a list here, where they run (a generator cannot travel to the driver).
     if inspect.iscoroutinefunction(fn):
         return asyncio.run(fn(*args, **kwargs))
-    return fn(*args, **kwargs)
+    if inspect.isasyncgenfunction(fn):
+        return asyncio.run(_collect(fn(*args, **kwargs)))
+    value = fn(*args, **kwargs)
+    return list(value) if inspect.isgenerator(value) else value
+
+
+async def _collect(values: Any) -> list[Any]:
+    return [value async for value in values]
 
 
 def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
