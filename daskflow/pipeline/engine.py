@@ -62,7 +62,7 @@ from ..runners.execute import (
 from ..storage.store import Manifest
 from .artifacts import artifact_from_report
 from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
-from .context import emit_line
+from .context import emit_line, run_tags
 from .futures import TaskFuture
 from .persistence import CacheLookups, RunStorage, TaskStorage, run_result_key
 from .retries import retry_delay
@@ -334,7 +334,7 @@ class FlowRunEngine:
             task_name=task.name,
             flow_run_id=self.flow_run.id,
             index=index,
-            tags=task.tags,
+            tags=run_tags(task.tags),
             seq=len(self.flow_run.task_runs),
             listener=self.flow_run.task_listener(),
         )
@@ -464,7 +464,10 @@ class FlowRunEngine:
             log_prints=self.log_prints if task.log_prints is None else task.log_prints,
             log_level=self.log_level,
             result=self._result_spec(node),
-            limits=tuple((tag, self.tag_limits[tag]) for tag in task.tags if tag in self.tag_limits) if self.tag_limits else (),
+            limits=tuple((tag, self.tag_limits[tag]) for tag in record.tags if tag in self.tag_limits) if self.tag_limits else (),
+            tags=record.tags,
+            task_name=record.task_name,
+            flow_run_name=self.flow_run.name,
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         # Plain arguments (flow parameters) given to many tasks: a large one crosses once per run.

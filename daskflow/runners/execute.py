@@ -243,6 +243,10 @@ class AttemptSpec(NamedTuple):
     result: ResultSpec | None = None
     #: ``(tag, limit)`` of each of the task's tags with a concurrency limit.
     limits: tuple[tuple[str, int], ...] = ()
+    #: What ``daskflow.runtime`` and ``get_run_context()`` tell the task about its run.
+    tags: tuple[str, ...] = ()
+    task_name: str | None = None
+    flow_run_name: str | None = None
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).
@@ -263,6 +267,8 @@ class TaskRunContext:
     sent: float = field(default_factory=time.monotonic)
     #: Transient storage errors this attempt retried (its report's ``sr``).
     storage_retries: storage_retry.RetryCounter = field(default_factory=storage_retry.RetryCounter)
+    #: The function and its loaded arguments (``runtime.task_run.parameters``).
+    call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
 
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
@@ -288,6 +294,16 @@ class TaskRunContext:
         """Keep an artifact for the end report (``create_*_artifact`` in a task)."""
         with self.lock:
             self.artifacts.append(artifact)
+
+    def update_artifact(self, artifact_id: str, changes: dict[str, Any]) -> bool:
+        """Change an artifact this attempt created (``update_progress_artifact``);
+        ``False`` if it has none of that id."""
+        with self.lock:
+            for artifact in self.artifacts:
+                if artifact["id"] == artifact_id:
+                    artifact.update(changes)
+                    return True
+        return False
 
 
 TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
@@ -500,6 +516,7 @@ def execute_attempt(
     stored: dict[str, Any] = {}
     try:
         args, kwargs = _load_inputs(args, kwargs)
+        context.call = (fn, args, kwargs)
         result = spec.result
         reused = _reuse_stored(result, spec) if result is not None and result.reuse != "none" else _MISSING
         if reused is not _MISSING:
