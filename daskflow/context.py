@@ -86,7 +86,11 @@ class FlowRunContext:
     @classmethod
     def get(cls) -> FlowRunContext | None:
         """The current flow run's context, or ``None`` outside a flow body."""
-        context = FLOW_RUN_CONTEXT.get()
+        return cls.of(FLOW_RUN_CONTEXT.get())
+
+    @classmethod
+    def of(cls, context: Any) -> FlowRunContext | None:
+        """A snapshot of the engine's flow-run context ``context`` (``None`` for ``None``)."""
         if context is None:
             return None
         run = context.flow_run

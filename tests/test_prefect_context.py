@@ -50,6 +50,7 @@ def describe_task(x: int, scale: float = 1.0) -> dict:
         "parameters": dict(context.parameters),
         "runtime": (task_run.id, task_run.name, task_run.task_name, task_run.run_count, sorted(task_run.tags), task_run.parameters),
         "flow_run": (flow_run.id, flow_run.name),
+        "flow_parameters": flow_run.parameters,
     }
 
 
@@ -85,6 +86,7 @@ def test_get_run_context_in_flow_and_task():
     assert inner["parameters"] == {"x": 2, "scale": 2.0}
     assert inner["runtime"] == (record.id, record.name, "describe_task", 1, [], {"x": 2, "scale": 2.0})
     assert inner["flow_run"] == (run.id, run.name)
+    assert inner["flow_parameters"] == {"n": 2} and type(inner["flow_parameters"]) is dict  # read in a pool thread
 
 
 def test_run_context_is_a_snapshot_not_the_engine_record():
@@ -113,6 +115,10 @@ def test_outside_a_run_context_raises_and_runtime_reads_prefect_defaults(monkeyp
     monkeypatch.setenv("DASKFLOW__RUNTIME__FLOW_RUN__NAME", "pretend")
     monkeypatch.setenv("DASKFLOW__RUNTIME__TASK_RUN__TAGS", "a, b")
     assert flow_run.name == "pretend" and task_run.tags == ["a", "b"]
+    monkeypatch.setenv("DASKFLOW__RUNTIME__TASK_RUN__FAKE_KEY", "foo")
+    monkeypatch.setenv("DASKFLOW__RUNTIME__FLOW_RUN__RUN_COUNT", "3")
+    monkeypatch.setenv("DASKFLOW__RUNTIME__FLOW_RUN__SCHEDULED_START_TIME", "2024-01-02T03:04:05+00:00")
+    assert (task_run.fake_key, flow_run.run_count, flow_run.scheduled_start_time.year) == ("foo", 3, 2024)
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         flow_run.nope  # noqa: B018
 

@@ -6,6 +6,7 @@ import contextvars
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from .engine import FlowRunEngine
     from .flow import Flow
 
-__all__ = ["FLOW_RUN_CONTEXT", "FlowRunContext", "disable_run_logger", "emit_line", "get_run_logger", "run_tags", "tags"]
+__all__ = ["FLOW_RUN_CONTEXT", "LOCAL_FLOW_RUNS", "FlowRunContext", "disable_run_logger", "emit_line", "get_run_logger", "run_tags", "tags"]
 
 #: Parent of every run logger on the driver; the console handler hangs here.
 RUNS_LOGGER = "daskflow.runs"
@@ -37,6 +38,12 @@ class FlowRunContext:
     log_level: int = logging.INFO
     _logger: logging.Logger | None = None
 
+    def __post_init__(self) -> None:
+        # Tasks run in this process (thread runners) find their flow run here
+        # (``runtime.flow_run.parameters``): the pool threads do not inherit the
+        # body's context variables.
+        LOCAL_FLOW_RUNS[self.flow_run.id] = self
+
     def logger(self) -> logging.Logger:
         if self._logger is None:
             logger = logging.Logger(f"{RUNS_LOGGER}.{self.flow_run.name}", self.log_level)
@@ -49,6 +56,8 @@ class FlowRunContext:
 FLOW_RUN_CONTEXT: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
     "daskflow_flow_run", default=None
 )
+#: The flow runs of this process by id, while their context lives (weakly held).
+LOCAL_FLOW_RUNS: weakref.WeakValueDictionary[str, FlowRunContext] = weakref.WeakValueDictionary()
 
 
 #: Tags added by the enclosing ``with tags(...)`` blocks of this thread.

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MISSING", "override"]
+__all__ = ["MISSING", "override", "unknown"]
 
 MISSING = object()
 
@@ -27,6 +29,19 @@ def override(module: str, name: str, default: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"DASKFLOW__RUNTIME__{module.upper()}__{name.upper()} must be a JSON object, got {raw!r}")
         return value
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
         return int(raw)
+    if name == "scheduled_start_time":
+        return datetime.datetime.fromisoformat(raw)
     return raw
+
+
+def unknown(module: str, name: str, known: Mapping[str, Any]) -> Any:
+    """An attribute the module does not have: an environment mock of it (Prefect
+    allows mocking any key), else ``AttributeError`` naming the real ones."""
+    value = override(module, name, None)
+    if value is not MISSING:
+        return value
+    raise AttributeError(f"daskflow.runtime.{module} has no attribute {name!r}; it has {', '.join(sorted(known))}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import FlowRunContext
-from ._env import MISSING, override
+from ._env import MISSING, override, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["flow_run_id", "id", "name", "parameters", "version"]  # noqa: F822
@@ -21,7 +21,7 @@ _DEFAULTS: dict[str, Any] = {"id": None, "name": None, "parameters": {}, "flow_r
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        raise AttributeError(f"daskflow.runtime.deployment has no attribute {name!r}; it has {', '.join(sorted(_DEFAULTS))}")
+        return unknown("deployment", name, _DEFAULTS)
     context = FlowRunContext.get()
     if context is not None and context.flow_run.deployment_id is not None:
         run = context.flow_run

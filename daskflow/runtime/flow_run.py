@@ -2,9 +2,9 @@
 
 Attributes: ``id``, ``name``, ``flow_name``, ``flow_version``, ``parameters``,
 ``tags``, ``run_count``, ``scheduled_start_time``, ``parent_flow_run_id``,
-``parent_deployment_id`` (always ``None``). Inside a task on a Dask worker
-only ``id``, ``name`` and ``tags`` of the task's flow run are known there; the
-others read as outside a run.
+``parent_deployment_id`` (always ``None``). In a task they describe the task's
+flow run; in a task on a Dask worker process only its ``id`` and ``name`` are
+known, the others read as outside a run.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import datetime
 from typing import Any
 
 from ..context import FlowRunContext
-from ..pipeline.context import FLOW_RUN_CONTEXT
+from ..pipeline.context import FLOW_RUN_CONTEXT, LOCAL_FLOW_RUNS
 from ..runners.execute import TASK_RUN_CONTEXT
-from ._env import MISSING, override
+from ._env import MISSING, override, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["flow_name", "flow_version", "id", "name", "parameters", "parent_deployment_id", "parent_flow_run_id", "run_count", "scheduled_start_time", "tags"]  # noqa: F822
@@ -37,11 +37,14 @@ _DEFAULTS: dict[str, Any] = {
 def _value(name: str) -> Any:
     task_context = TASK_RUN_CONTEXT.get()
     flow_context = FLOW_RUN_CONTEXT.get()
-    if flow_context is not None and (task_context is None or task_context.spec.flow_run_id == flow_context.flow_run.id):
-        snapshot = FlowRunContext.get().flow_run  # type: ignore[union-attr]
+    if task_context is not None and (flow_context is None or flow_context.flow_run.id != task_context.spec.flow_run_id):
+        # A task: its flow run, if it runs in the driver's process (thread runners).
+        flow_context = LOCAL_FLOW_RUNS.get(task_context.spec.flow_run_id)
+    if flow_context is not None:
         if name == "parent_deployment_id":  # a subflow's parent keeps no deployment here
             return None
-        return getattr(snapshot, name)
+        value = getattr(FlowRunContext.of(flow_context).flow_run, name)  # type: ignore[union-attr]
+        return dict(value) if name == "parameters" else value  # a plain dict, as Prefect's (and picklable)
     if task_context is not None:  # a task on a worker: what its attempt was sent with
         spec = task_context.spec
         known = {"id": spec.flow_run_id, "name": spec.flow_run_name}
@@ -62,7 +65,7 @@ def _outside(name: str) -> Any:
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        raise AttributeError(f"daskflow.runtime.flow_run has no attribute {name!r}; it has {', '.join(sorted(_DEFAULTS))}")
+        return unknown("flow_run", name, _DEFAULTS)
     return _value(name)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import TaskRunContext
-from ._env import MISSING, override
+from ._env import MISSING, override, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["id", "name", "parameters", "run_count", "tags", "task_name"]  # noqa: F822
@@ -20,7 +20,7 @@ _DEFAULTS: dict[str, Any] = {"id": None, "name": None, "task_name": None, "param
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        raise AttributeError(f"daskflow.runtime.task_run has no attribute {name!r}; it has {', '.join(sorted(_DEFAULTS))}")
+        return unknown("task_run", name, _DEFAULTS)
     context = TaskRunContext.get()
     if context is not None:
         return dict(context.parameters) if name == "parameters" else getattr(context.task_run, name)
