@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -32,9 +33,12 @@ from daskflow.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPol
 from daskflow.context import FlowRunContext, TaskRunContext, get_run_context
 from daskflow.exceptions import InvalidOptionError, MissingContextError
 from daskflow.logging import disable_run_logger, flow_run_logger, get_logger
+from daskflow.pipeline.context import FLOW_RUN_CONTEXT
 from daskflow.pipeline.runs import RunPlan
 from daskflow.runtime import deployment, flow_run, task_run
 from daskflow.status.page import _artifact_views
+
+from .conftest import wait_until
 
 THREADS = ThreadPoolTaskRunner(max_workers=2)
 
@@ -304,6 +308,35 @@ def test_tags_from_the_context_count_for_tag_concurrency_limits(cluster, _result
 
     intervals = sorted(queries())
     assert all(a[1] <= b[0] for a, b in zip(intervals, intervals[1:])), intervals  # 2 threads, one at a time
+
+
+@task(cache_policy=NO_CACHE)
+def half_then_wait(marker: str) -> str:
+    bar = create_progress_artifact(progress=0.0, key="batches")
+    deadline = time.monotonic() + 60
+    while not Path(marker).exists():  # released by the flow once it saw 50%
+        if time.monotonic() > deadline:
+            raise TimeoutError("the flow never saw the progress update")
+        update_progress_artifact(artifact_id=bar, progress=50)
+        time.sleep(0.05)
+    update_progress_artifact(artifact_id=bar, progress=100)
+    return bar
+
+
+def test_progress_from_a_worker_reaches_the_run_while_the_task_runs(cluster, tmp_path):
+    marker = tmp_path / "go"
+
+    @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+    def batches():
+        future = half_then_wait.submit(str(marker))
+        artifacts = FLOW_RUN_CONTEXT.get().flow_run.artifacts
+        wait_until(lambda: any(a.type == "progress" and a.data == 50 for a in list(artifacts)), 30, message="50% on the driver")
+        marker.write_text("go")
+        return future.result()
+
+    state = batches(return_state=True)
+    bar = state.result()
+    assert [(a.id, a.data) for a in state.run.artifacts] == [(bar, 100.0)]  # replaced, not appended
 
 
 def test_markdown_artifact_name_still_works():

@@ -20,10 +20,11 @@ from ..exceptions import InvalidOptionError, MissingContextError
 from ..masking import mask_value
 from ..runners.execute import TASK_RUN_CONTEXT
 from .context import FLOW_RUN_CONTEXT
-from .runs import Artifact, TaskRun
+from .runs import Artifact, FlowRun, TaskRun
 
 __all__ = [
     "artifact_from_report",
+    "merge_artifact",
     "create_link_artifact",
     "create_markdown_artifact",
     "create_image_artifact",
@@ -240,3 +241,15 @@ def artifact_from_report(artifact: Mapping[str, Any], task_run: TaskRun | None) 
         task_run_id=task_run.id if task_run is not None else None,
         task_run_name=task_run.name if task_run is not None else None,
     )
+
+
+def merge_artifact(flow_run: FlowRun, artifact: Mapping[str, Any], task_run: TaskRun | None) -> None:
+    """Add a task's reported artifact to the run, or replace the copy of it a
+    report sent earlier (a progress artifact travels again after each update)."""
+    new = artifact_from_report(artifact, task_run)
+    artifacts = flow_run.artifacts
+    for i in range(len(artifacts) - 1, -1, -1):
+        if artifacts[i].id == new.id:
+            artifacts[i] = new
+            return
+    artifacts.append(new)

@@ -60,7 +60,7 @@ from ..runners.execute import (
     StoredRef,
 )
 from ..storage.store import Manifest
-from .artifacts import artifact_from_report
+from .artifacts import merge_artifact
 from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
 from .context import emit_line, run_tags
 from .futures import TaskFuture
@@ -792,7 +792,7 @@ class FlowRunEngine:
         for created, level, message in report.get("logs", ()):
             emit_line(self.flow_run, LogLine(created, level, mask(message), record.id, record.name))
         for artifact in report.get("arts", ()):
-            self.flow_run.artifacts.append(artifact_from_report(artifact, record))
+            merge_artifact(self.flow_run, artifact, record)
         record.storage_retries += int(report.get("sr") or 0)  # every attempt's, stale ones included
         if report.get("reused") and report.get("ev") == "end":
             # The attempt found the result already committed (Dask recomputing a

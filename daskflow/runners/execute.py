@@ -270,20 +270,33 @@ class TaskRunContext:
     #: The function and its loaded arguments (``runtime.task_run.parameters``).
     call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
 
+    #: Artifacts created or changed since the last report, by id: they go with
+    #: the next batch of lines, so a progress bar moves while the task runs.
+    changed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
             message = message[:MAX_LINE] + f"... [cut, {len(message)} characters]"
         message = mask(message)
         with self.lock:
             self.lines.append([created, level, message])
-            if self.publish is None:
+        self._send_if_due(len(self.lines) >= LOG_BATCH)
+
+    def _send_if_due(self, full: bool = False) -> None:
+        with self.lock:
+            if self.publish is None or not (self.lines or self.changed):
                 return
             now = time.monotonic()
-            if len(self.lines) < LOG_BATCH and now - self.sent < LOG_INTERVAL:
+            if not full and now - self.sent < LOG_INTERVAL:
                 return
             batch, self.lines = self.lines, []
+            arts = [dict(a) for a in self.changed.values()]
+            self.changed = {}
             self.sent = now
-        self.publish(_message(self.spec, "logs", logs=batch))
+        message = _message(self.spec, "logs", logs=batch)
+        if arts:
+            message["arts"] = arts
+        self.publish(message)
 
     def take_lines(self) -> list[list[Any]]:
         with self.lock:
@@ -294,16 +307,20 @@ class TaskRunContext:
         """Keep an artifact for the end report (``create_*_artifact`` in a task)."""
         with self.lock:
             self.artifacts.append(artifact)
+            self.changed[artifact["id"]] = artifact
+        self._send_if_due()
 
     def update_artifact(self, artifact_id: str, changes: dict[str, Any]) -> bool:
         """Change an artifact this attempt created (``update_progress_artifact``);
-        ``False`` if it has none of that id."""
+        ``False`` if it has none of that id. The driver replaces its copy."""
         with self.lock:
-            for artifact in self.artifacts:
-                if artifact["id"] == artifact_id:
-                    artifact.update(changes)
-                    return True
-        return False
+            found = next((a for a in self.artifacts if a["id"] == artifact_id), None)
+            if found is None:
+                return False
+            found.update(changes)
+            self.changed[artifact_id] = found
+        self._send_if_due()
+        return True
 
 
 TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
@@ -625,7 +642,8 @@ def _report(spec: AttemptSpec, started: float, context: TaskRunContext, key: str
         spec, "end", name=spec.task_run_name, k=key, s=started, e=time.time(), pid=os.getpid(), logs=context.take_lines()
     )
     if context.artifacts:
-        report["arts"] = context.artifacts
+        # All of them, in their final form (the driver replaces copies sent earlier).
+        report["arts"] = [dict(a) for a in context.artifacts]
     if context.storage_retries.retries:
         report["sr"] = context.storage_retries.retries
     return report
