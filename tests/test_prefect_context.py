@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -33,10 +34,14 @@ from daskflow.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPol
 from daskflow.context import FlowRunContext, TaskRunContext, get_run_context
 from daskflow.exceptions import InvalidOptionError, MissingContextError
 from daskflow.logging import disable_run_logger, flow_run_logger, get_logger
+from daskflow.pipeline.artifacts import ArtifactCursor
 from daskflow.pipeline.context import FLOW_RUN_CONTEXT
-from daskflow.pipeline.runs import RunPlan
+from daskflow.pipeline.runs import Artifact, RunPlan
 from daskflow.runtime import deployment, flow_run, task_run
 from daskflow.status.page import _artifact_views
+from daskflow.status.state import LiveRuns
+from daskflow.storage import Store
+from daskflow.storage.records import History
 
 from .conftest import wait_until
 
@@ -295,7 +300,6 @@ def hold(seconds: float) -> tuple[float, float]:
 
 
 def test_tags_from_the_context_count_for_tag_concurrency_limits(cluster, _result_storage):
-    from daskflow import Store
     from daskflow.storage.limits import Limits
 
     Limits(Store(str(_result_storage))).set("tag", "db", 1)
@@ -323,7 +327,7 @@ def half_then_wait(marker: str) -> str:
     return bar
 
 
-def test_progress_from_a_worker_reaches_the_run_while_the_task_runs(cluster, tmp_path):
+def test_progress_from_a_worker_reaches_the_run_while_the_task_runs(cluster, tmp_path, _result_storage):
     marker = tmp_path / "go"
 
     @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
@@ -337,6 +341,27 @@ def test_progress_from_a_worker_reaches_the_run_while_the_task_runs(cluster, tmp
     state = batches(return_state=True)
     bar = state.result()
     assert [(a.id, a.data) for a in state.run.artifacts] == [(bar, 100.0)]  # replaced, not appended
+    history = History(Store(str(_result_storage)))
+    recorded = history.artifacts(history.resolve(state.run.id))
+    assert [(a["id"], a["data"]) for a in recorded] == [(bar, 100.0)]  # the last copy, once
+
+
+def test_a_replaced_artifact_is_written_again_and_read_once():
+    cursor = ArtifactCursor()
+    first = Artifact("p1", "progress", None, None, 10.0, 1.0)
+    other = Artifact("m1", "markdown", None, None, "# hi", 2.0)
+    artifacts = [first, other]
+    assert cursor.due(artifacts) == [first, other]
+    cursor.sent(artifacts)
+    assert cursor.due(artifacts) == []
+    artifacts[0] = dataclasses.replace(first, data=80.0)
+    assert cursor.due(artifacts) == [artifacts[0]]
+
+    live = LiveRuns()
+    record = {"id": "run-1", "state": {"type": "RUNNING"}}
+    live.update({"run": record, "artifacts": [{"id": "p1", "data": 10.0}, {"id": "m1", "data": "# hi"}]})
+    live.update({"run": record, "artifacts": [{"id": "p1", "data": 80.0}]})
+    assert [(a["id"], a["data"]) for a in live.get("run-1").artifacts] == [("p1", 80.0), ("m1", "# hi")]
 
 
 def test_markdown_artifact_name_still_works():

@@ -23,6 +23,7 @@ from .context import FLOW_RUN_CONTEXT
 from .runs import Artifact, FlowRun, TaskRun
 
 __all__ = [
+    "ArtifactCursor",
     "artifact_from_report",
     "merge_artifact",
     "create_link_artifact",
@@ -253,3 +254,22 @@ def merge_artifact(flow_run: FlowRun, artifact: Mapping[str, Any], task_run: Tas
             artifacts[i] = new
             return
     artifacts.append(new)
+
+
+class ArtifactCursor:
+    """Which of a run's artifacts a writer (the history, the status feed) has
+    sent: new ones are due, and so are replaced ones (a progress update swaps
+    in a new record under the same id); readers keep the last copy of an id."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, Artifact] = {}
+
+    def due(self, artifacts: Sequence[Artifact]) -> list[Artifact]:
+        """The artifacts not sent yet in their current form."""
+        return [a for a in list(artifacts) if self._sent.get(a.id) is not a]
+
+    def sent(self, artifacts: Sequence[Artifact]) -> None:
+        """Remember ``artifacts`` as written."""
+        for artifact in artifacts:
+            self._sent[artifact.id] = artifact
+
