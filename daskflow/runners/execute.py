@@ -280,14 +280,16 @@ class TaskRunContext:
         message = mask(message)
         with self.lock:
             self.lines.append([created, level, message])
-        self._send_if_due(len(self.lines) >= LOG_BATCH)
+        self._send_if_due()
 
-    def _send_if_due(self, full: bool = False) -> None:
+    def _send_if_due(self) -> None:
+        """Send the buffered lines and changed artifacts if a batch is full or
+        LOG_INTERVAL has passed since the last send."""
         with self.lock:
             if self.publish is None or not (self.lines or self.changed):
                 return
             now = time.monotonic()
-            if not full and now - self.sent < LOG_INTERVAL:
+            if len(self.lines) < LOG_BATCH and now - self.sent < LOG_INTERVAL:
                 return
             batch, self.lines = self.lines, []
             arts = [dict(a) for a in self.changed.values()]
