@@ -1,6 +1,6 @@
 """The current run under Prefect 3's module name (``prefect.context``).
 
-``get_run_context()`` returns a read-only snapshot of the task run or flow run
+``get_run_context()`` returns a snapshot (frozen objects, copied values) of the run
 the calling code belongs to. The engine owns the live run records and changes
 them from its own thread; user code gets copies taken at the call, never the
 records themselves.
@@ -15,7 +15,6 @@ import datetime
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from .exceptions import MissingContextError
@@ -26,8 +25,10 @@ from .runners.execute import TaskRunContext as _AttemptContext
 __all__ = ["FlowRunContext", "FlowRunSnapshot", "TaskRunContext", "TaskRunSnapshot", "get_run_context", "tags"]
 
 
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))
+def _copy(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    # A copy, not a view: a plain dict like Prefect's (it pickles, so a task may
+    # return it), and changing it cannot touch the engine's record.
+    return dict(mapping)
 
 
 def _when(timestamp: float | None) -> datetime.datetime | None:
@@ -42,7 +43,7 @@ class FlowRunSnapshot:
     name: str | None
     flow_name: str | None = None
     flow_version: str | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     run_count: int = 1
     parent_flow_run_id: str | None = None
@@ -74,13 +75,13 @@ class FlowRunContext:
         The flow being run.
     flow_run : FlowRunSnapshot
         Its run: ``id``, ``name``, ``parameters``, ``tags``, ``run_count``, ...
-    parameters : mapping
-        The run's parameters (read-only).
+    parameters : dict
+        A copy of the run's parameters.
     """
 
     flow: Any
     flow_run: FlowRunSnapshot
-    parameters: Mapping[str, Any]
+    parameters: dict[str, Any]
     log_prints: bool = False
 
     @classmethod
@@ -99,7 +100,7 @@ class FlowRunContext:
             name=run.name,
             flow_name=run.flow_name,
             flow_version=run.version,
-            parameters=_frozen(run.parameters),
+            parameters=_copy(run.parameters),
             tags=list(run.tags),
             # Each attempt of a flow with retries adds one Running state.
             run_count=max(1, sum(1 for s in list(run.state_history) if s.is_running())),
@@ -120,14 +121,14 @@ class TaskRunContext:
     ----------
     task_run : TaskRunSnapshot
         ``id``, ``name``, ``task_name``, ``flow_run_id``, ``tags``, ``run_count``.
-    parameters : mapping
-        The arguments of this call, by parameter name (read-only).
+    parameters : dict
+        A copy of this call's arguments by parameter name, defaults included.
     task : None
         Not sent to where the task runs; use ``task_run.task_name``.
     """
 
     task_run: TaskRunSnapshot
-    parameters: Mapping[str, Any]
+    parameters: dict[str, Any]
     log_prints: bool = False
     task: Any = None
 
@@ -146,7 +147,7 @@ class TaskRunContext:
             tags=list(spec.tags),
             run_count=spec.attempt,
         )
-        return cls(snapshot, _frozen(task_parameters(context)), spec.log_prints)
+        return cls(snapshot, _copy(task_parameters(context)), spec.log_prints)
 
 
 def task_parameters(context: _AttemptContext) -> dict[str, Any]:
@@ -158,6 +159,7 @@ def task_parameters(context: _AttemptContext) -> dict[str, Any]:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     except (TypeError, ValueError):  # no signature (a builtin), or it does not fit
         return {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+    bound.apply_defaults()  # Prefect lists defaulted parameters too
     return dict(bound.arguments)
 
 

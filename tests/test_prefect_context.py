@@ -102,8 +102,7 @@ def test_run_context_is_a_snapshot_not_the_engine_record():
     @flow(task_runner=THREADS)
     def body(x: int = 1):
         context = get_run_context()
-        with pytest.raises(TypeError):
-            context.flow_run.parameters["x"] = 5  # read-only
+        context.flow_run.parameters["x"] = 5  # a copy: the run's record keeps its value
         with pytest.raises(AttributeError):
             context.flow_run.name = "other"  # frozen
         return flow_run.parameters
@@ -286,7 +285,7 @@ def test_runtime_task_run_and_progress_on_a_worker(cluster):
     run = state.run
     record = next(t for t in run.task_runs.values() if t.task_name == "describe_task")
     assert info["kind"] == "TaskRunContext"
-    assert info["runtime"] == (record.id, record.name, "describe_task", 1, ["remote"], {"x": 3})
+    assert info["runtime"] == (record.id, record.name, "describe_task", 1, ["remote"], {"x": 3, "scale": 1.0})
     assert info["flow_run"] == (run.id, run.name)
     artifact = next(a for a in run.artifacts if a.id == bar)
     assert (artifact.type, artifact.data, artifact.key) == ("progress", 100.0, "crunch")
