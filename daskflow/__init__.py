@@ -13,6 +13,7 @@ Examples
 
 
 from . import config  # noqa: F401  (registers the daskflow config defaults)
+from .context import get_run_context
 from .deployments.deployment import Deployment, deploy
 from .deployments.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from .deployments.serve import serve
@@ -38,9 +39,12 @@ from .exceptions import (
     UpstreamFailedError,
 )
 from .pipeline.artifacts import (
+    create_image_artifact,
     create_link_artifact,
     create_markdown_artifact,
+    create_progress_artifact,
     create_table_artifact,
+    update_progress_artifact,
 )
 from .pipeline.cache import (
     DEFAULT,
@@ -51,13 +55,14 @@ from .pipeline.cache import (
     RUN_ID,
     TASK_SOURCE,
     CacheKeyContext,
+    CacheKeyFnPolicy,
     CachePolicy,
     task_input_hash,
 )
-from .pipeline.context import get_run_logger
+from .pipeline.context import get_run_logger, tags
 from .pipeline.flow import RUN_WATCHERS as _RUN_WATCHERS
 from .pipeline.flow import Flow, flow
-from .pipeline.futures import TaskFuture, TaskFutureList, as_completed, unmapped, wait
+from .pipeline.futures import PrefectFuture, TaskFuture, TaskFutureList, as_completed, unmapped, wait
 from .pipeline.retries import exponential_backoff
 from .pipeline.runs import FlowRun, TaskRun
 from .pipeline.states import State, StateType
@@ -81,6 +86,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CacheKeyContext",
     "CacheKeyError",
+    "CacheKeyFnPolicy",
     "CacheKeyWarning",
     "CachePolicy",
     "CancelledRun",
@@ -108,6 +114,7 @@ __all__ = [
     "NONE",
     "NO_CACHE",
     "ParameterValidationError",
+    "PrefectFuture",
     "RRuleSchedule",
     "RUN_ID",
     "RunNotFoundError",
@@ -127,17 +134,22 @@ __all__ = [
     "ThreadPoolTaskRunner",
     "UpstreamFailedError",
     "as_completed",
+    "create_image_artifact",
     "create_link_artifact",
     "create_markdown_artifact",
+    "create_progress_artifact",
     "create_table_artifact",
     "deploy",
     "exponential_backoff",
     "flow",
+    "get_run_context",
     "get_run_logger",
     "serve",
+    "tags",
     "task",
     "task_input_hash",
     "unmapped",
+    "update_progress_artifact",
     "wait",
 ]
 

@@ -9,7 +9,8 @@ from .pipeline.cache import (
     NONE,
     RUN_ID,
     TASK_SOURCE,
+    CacheKeyFnPolicy,
     CachePolicy,
 )
 
-__all__ = ["DEFAULT", "FLOW_PARAMETERS", "INPUTS", "NONE", "NO_CACHE", "RUN_ID", "TASK_SOURCE", "CachePolicy"]
+__all__ = ["DEFAULT", "FLOW_PARAMETERS", "INPUTS", "NONE", "NO_CACHE", "RUN_ID", "TASK_SOURCE", "CacheKeyFnPolicy", "CachePolicy"]

@@ -230,7 +230,7 @@ def logs(run: str, storage: str | None, task: str | None, level: str, as_json: b
 
 @click.group()
 def artifacts() -> None:
-    """Tables, markdown and links attached to runs."""
+    """Tables, markdown, links, progress and images attached to runs."""
 
 
 @artifacts.command("ls")
@@ -271,6 +271,10 @@ def artifacts_show(run: str, artifact: str, storage: str | None) -> None:
         click.echo(format_table(data.get("columns", []), data.get("rows", []), max_width=40))
     elif a["type"] == "link" and isinstance(data, dict):
         click.echo(f"{data.get('text') or ''} {data.get('url')}".strip())
+    elif a["type"] == "progress" and isinstance(data, (int, float)):
+        click.echo(f"{float(data):.1f}%")
+    elif a["type"] == "image" and isinstance(data, dict):
+        click.echo(str(data.get("url")))
     else:
         click.echo(str(data))
 
@@ -280,6 +284,10 @@ def _summary(artifact: dict[str, Any]) -> str:
     if artifact["type"] == "table" and isinstance(data, dict):
         return f"{len(data.get('rows', []))} rows x {len(data.get('columns', []))} columns"
     if artifact["type"] == "link" and isinstance(data, dict):
+        return str(data.get("url"))
+    if artifact["type"] == "progress" and isinstance(data, (int, float)):
+        return f"{float(data):.1f}%"
+    if artifact["type"] == "image" and isinstance(data, dict):
         return str(data.get("url"))
     return str(data).strip().split("\n", 1)[0]
 

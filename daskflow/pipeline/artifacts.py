@@ -1,4 +1,4 @@
-"""Artifacts: tables, markdown and links attached to the current run (Prefect's names).
+"""Artifacts: tables, markdown, links, progress and images attached to the current run (Prefect's names).
 
 Created in a task, an artifact travels to the driver with the task's end report
 (through the Dask scheduler on a cluster) and is persisted with the run's
@@ -7,7 +7,9 @@ history; created in the flow body, it is attached to the flow run directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import time
 import uuid
@@ -18,13 +20,18 @@ from ..exceptions import InvalidOptionError, MissingContextError
 from ..masking import mask_value
 from ..runners.execute import TASK_RUN_CONTEXT
 from .context import FLOW_RUN_CONTEXT
-from .runs import Artifact, TaskRun
+from .runs import Artifact, FlowRun, TaskRun
 
 __all__ = [
+    "ArtifactCursor",
     "artifact_from_report",
+    "merge_artifact",
     "create_link_artifact",
     "create_markdown_artifact",
+    "create_image_artifact",
+    "create_progress_artifact",
     "create_table_artifact",
+    "update_progress_artifact",
 ]
 
 _KEY = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -77,6 +84,80 @@ def create_link_artifact(link: str, link_text: str | None = None, key: str | Non
     if link_text is not None and not isinstance(link_text, str):
         raise InvalidOptionError(f"link_text must be a string, got {type(link_text).__name__}")
     return _attach("link", key, description, {"url": link, "text": link_text})
+
+
+def create_progress_artifact(progress: float, key: str | None = None, description: str | None = None) -> str:
+    """Attach a progress indicator (a percentage, 0 to 100) to the current run.
+
+    Returns
+    -------
+    str
+        The artifact's id, for :func:`update_progress_artifact`.
+
+    Examples
+    --------
+    >>> from daskflow import task
+    >>> from daskflow.artifacts import create_progress_artifact, update_progress_artifact
+    >>> @task
+    ... def crunch(items):
+    ...     bar = create_progress_artifact(0.0, key="crunch")
+    ...     for done, item in enumerate(items, 1):
+    ...         update_progress_artifact(bar, 100 * done / len(items))
+    """
+    return _attach("progress", key, description, _progress(progress))
+
+
+def update_progress_artifact(artifact_id: str, progress: float, description: str | None = None) -> str:
+    """Set the progress (0 to 100) of a progress artifact created in the same task
+    run or flow body; returns its id.
+
+    Raises
+    ------
+    InvalidOptionError
+        If the current run has no progress artifact of that id (one created by
+        another task run cannot be changed from here).
+    """
+    value = _progress(progress)
+    if description is not None and not isinstance(description, str):
+        raise InvalidOptionError(f"artifact description must be a string, got {type(description).__name__}")
+    artifact_id = str(artifact_id)
+    changes: dict[str, Any] = {"data": value}
+    if description is not None:
+        changes["description"] = mask_value(description)
+    task_context = TASK_RUN_CONTEXT.get()
+    if task_context is not None:
+        # Travels with the task's end report, like the artifact itself.
+        if task_context.update_artifact(artifact_id, changes):
+            return artifact_id
+    else:
+        flow_context = FLOW_RUN_CONTEXT.get()
+        if flow_context is None:
+            raise MissingContextError("update_progress_artifact() was called outside a flow or task run; call it inside a @flow or @task function")
+        artifacts = flow_context.flow_run.artifacts
+        for i, artifact in enumerate(artifacts):
+            if artifact.id == artifact_id and artifact.type == "progress":
+                # Artifacts are frozen records: replace the entry, do not change it.
+                artifacts[i] = dataclasses.replace(artifact, **changes)
+                return artifact_id
+    raise InvalidOptionError(
+        f"no progress artifact {artifact_id!r} in this run; update one created by create_progress_artifact() in the same task or flow body"
+    )
+
+
+def create_image_artifact(image_url: str, key: str | None = None, description: str | None = None) -> str:
+    """Attach an image, by its URL (``https://...``), to the current run; returns its id.
+
+    The status page shows http(s) URLs as an image and anything else as text.
+    """
+    if not isinstance(image_url, str) or not image_url.strip():
+        raise InvalidOptionError(f"create_image_artifact takes an image URL string, got {image_url!r}")
+    return _attach("image", key, description, {"url": image_url})
+
+
+def _progress(progress: Any) -> float:
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not math.isfinite(progress) or not 0 <= progress <= 100:
+        raise InvalidOptionError(f"progress must be a number from 0 to 100 (a percentage), got {progress!r}")
+    return float(progress)
 
 
 def _table(table: Any) -> tuple[list[str], list[list[Any]]]:
@@ -161,3 +242,34 @@ def artifact_from_report(artifact: Mapping[str, Any], task_run: TaskRun | None) 
         task_run_id=task_run.id if task_run is not None else None,
         task_run_name=task_run.name if task_run is not None else None,
     )
+
+
+def merge_artifact(flow_run: FlowRun, artifact: Mapping[str, Any], task_run: TaskRun | None) -> None:
+    """Add a task's reported artifact to the run, or replace the copy of it a
+    report sent earlier (a progress artifact travels again after each update)."""
+    new = artifact_from_report(artifact, task_run)
+    artifacts = flow_run.artifacts
+    for i in range(len(artifacts) - 1, -1, -1):
+        if artifacts[i].id == new.id:
+            artifacts[i] = new
+            return
+    artifacts.append(new)
+
+
+class ArtifactCursor:
+    """Which of a run's artifacts a writer (the history, the status feed) has
+    sent: new ones are due, and so are replaced ones (a progress update swaps
+    in a new record under the same id); readers keep the last copy of an id."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, Artifact] = {}
+
+    def due(self, artifacts: Sequence[Artifact]) -> list[Artifact]:
+        """The artifacts not sent yet in their current form."""
+        return [a for a in list(artifacts) if self._sent.get(a.id) is not a]
+
+    def sent(self, artifacts: Sequence[Artifact]) -> None:
+        """Remember ``artifacts`` as written."""
+        for artifact in artifacts:
+            self._sent[artifact.id] = artifact
+

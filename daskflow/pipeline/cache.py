@@ -58,6 +58,7 @@ __all__ = [
     "SCHEME_VERSION",
     "TASK_SOURCE",
     "CacheKeyContext",
+    "CacheKeyFnPolicy",
     "CachePolicy",
     "PREFECT_DEFAULT",
     "StorageKeyPolicy",
@@ -221,11 +222,31 @@ class _Compound(CachePolicy):
         return " + ".join(repr(p) for p in self.policies)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CacheKeyFnPolicy(CachePolicy):
-    """Wraps ``cache_key_fn(context, parameters) -> str | None`` (Prefect's signature)."""
+    """Wraps ``cache_key_fn(context, parameters) -> str | None`` (Prefect's signature)
+    as a policy, combinable with ``+``: ``CacheKeyFnPolicy(cache_key_fn=by_day) + INPUTS``.
+
+    Parameters
+    ----------
+    cache_key_fn : callable
+        Returns the key part as a string, or ``None`` to skip the cache.
+    """
 
     fn: Callable[[CacheKeyContext, dict[str, Any]], str | None]
+
+    def __init__(self, cache_key_fn: Callable[[CacheKeyContext, dict[str, Any]], str | None] | None = None, **kwargs: Any) -> None:
+        fn = kwargs.pop("fn", None) if cache_key_fn is None else cache_key_fn
+        if kwargs:
+            raise TypeError(f"CacheKeyFnPolicy takes cache_key_fn, got {', '.join(kwargs)}")
+        if not callable(fn):
+            raise InvalidOptionError(f"CacheKeyFnPolicy takes a function cache_key_fn(context, parameters) -> str | None, got {fn!r}")
+        object.__setattr__(self, "fn", fn)
+
+    @property
+    def cache_key_fn(self) -> Callable[[CacheKeyContext, dict[str, Any]], str | None]:
+        """The wrapped function (Prefect's attribute name)."""
+        return self.fn
 
     def parts(self, context: CacheKeyContext, inputs: dict[str, Any]) -> list[Any] | None:
         value = self.fn(context, inputs)

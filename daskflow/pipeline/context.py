@@ -6,19 +6,23 @@ import contextvars
 import logging
 import sys
 import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..exceptions import MissingContextError
+from ..exceptions import InvalidOptionError, MissingContextError
 from ..masking import MaskingFilter, mask
 from ..runners.execute import TASK_RUN_CONTEXT, record_text, task_run_logger
+from .names import check_tag_texts
 from .runs import FlowRun, LogLine
 
 if TYPE_CHECKING:
     from .engine import FlowRunEngine
     from .flow import Flow
 
-__all__ = ["FLOW_RUN_CONTEXT", "FlowRunContext", "emit_line", "get_run_logger"]
+__all__ = ["FLOW_RUN_CONTEXT", "LOCAL_FLOW_RUNS", "FlowRunContext", "disable_run_logger", "emit_line", "get_run_logger", "run_tags", "tags"]
 
 #: Parent of every run logger on the driver; the console handler hangs here.
 RUNS_LOGGER = "daskflow.runs"
@@ -34,6 +38,12 @@ class FlowRunContext:
     log_level: int = logging.INFO
     _logger: logging.Logger | None = None
 
+    def __post_init__(self) -> None:
+        # Tasks run in this process (thread runners) find their flow run here
+        # (``runtime.flow_run.parameters``): the pool threads do not inherit the
+        # body's context variables.
+        LOCAL_FLOW_RUNS[self.flow_run.id] = self
+
     def logger(self) -> logging.Logger:
         if self._logger is None:
             logger = logging.Logger(f"{RUNS_LOGGER}.{self.flow_run.name}", self.log_level)
@@ -46,6 +56,59 @@ class FlowRunContext:
 FLOW_RUN_CONTEXT: contextvars.ContextVar[FlowRunContext | None] = contextvars.ContextVar(
     "daskflow_flow_run", default=None
 )
+#: The flow runs of this process by id, while their context lives (weakly held).
+LOCAL_FLOW_RUNS: weakref.WeakValueDictionary[str, FlowRunContext] = weakref.WeakValueDictionary()
+
+
+#: Tags added by the enclosing ``with tags(...)`` blocks of this thread.
+_TAGS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("daskflow_tags", default=())
+
+
+@contextmanager
+def tags(*names: str) -> Iterator[set[str]]:
+    """Add tags to the task runs and flow runs started inside the block.
+
+    Blocks nest: the tags of every enclosing block apply. A tag follows the
+    rule of task and flow tags, and counts for tag concurrency limits
+    (``daskflow limits``) like a tag given to ``@task``.
+
+    Yields
+    ------
+    set of str
+        All tags in force inside the block.
+
+    Examples
+    --------
+    >>> from daskflow import flow, task, tags
+    >>> @task
+    ... def load():
+    ...     return 1
+    >>> @flow
+    ... def etl():
+    ...     with tags("db", "nightly"):
+    ...         return load()  # the task run has the tags db and nightly
+    """
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidOptionError(f"tags() takes tag strings, got {name!r}; write tags('a', 'b')")
+    added = check_tag_texts("tags()", names)
+    current = _TAGS.get()
+    token = _TAGS.set(tuple(dict.fromkeys((*current, *added))))
+    try:
+        yield set(_TAGS.get())
+    finally:
+        _TAGS.reset(token)
+
+
+def run_tags(own: Iterable[str]) -> tuple[str, ...]:
+    """The tags of a task run or flow run started here: its own (from ``@task``,
+    ``@flow`` or a deployment) then those of the enclosing ``tags()`` blocks.
+
+    The one place run tags are decided: tag concurrency limits read the run's tags.
+    """
+    own = tuple(own)
+    extra = _TAGS.get()
+    return tuple(dict.fromkeys((*own, *extra))) if extra else own
 
 
 class _FlowRunHandler(logging.Handler):
@@ -82,6 +145,8 @@ def get_run_logger() -> logging.Logger:
     ... def fit(c):
     ...     get_run_logger().info("fitting C=%s", c)
     """
+    if _disabled[0]:
+        return _null_logger()
     task_context = TASK_RUN_CONTEXT.get()
     if task_context is not None:
         return task_run_logger(task_context)
@@ -92,6 +157,31 @@ def get_run_logger() -> logging.Logger:
         "get_run_logger() was called outside a flow or task run; "
         "call it inside a @flow or @task function, or use logging.getLogger(__name__)"
     )
+
+
+#: How many ``disable_run_logger()`` blocks are open (process-wide, like the
+#: loggers they silence: tasks in runner threads are silenced too).
+_disabled = [0]
+_disabled_lock = threading.Lock()
+
+
+def _null_logger() -> logging.Logger:
+    logger = logging.getLogger(f"{RUNS_LOGGER}.disabled")
+    logger.disabled = True
+    return logger
+
+
+@contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Silence run loggers inside the block: ``get_run_logger()`` returns a
+    disabled logger, also outside a run (for testing ``my_task.fn()``)."""
+    with _disabled_lock:
+        _disabled[0] += 1
+    try:
+        yield
+    finally:
+        with _disabled_lock:
+            _disabled[0] -= 1
 
 
 class _ConsoleFormatter(logging.Formatter):

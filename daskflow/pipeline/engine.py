@@ -60,9 +60,9 @@ from ..runners.execute import (
     StoredRef,
 )
 from ..storage.store import Manifest
-from .artifacts import artifact_from_report
+from .artifacts import merge_artifact
 from .cache import CacheKeyContext, UpstreamKey, compute_key, token_memo
-from .context import emit_line
+from .context import emit_line, run_tags
 from .futures import TaskFuture
 from .hooks import RunView
 from .persistence import CacheLookups, RunStorage, TaskStorage, run_result_key
@@ -374,7 +374,7 @@ class FlowRunEngine:
             task_name=task.name,
             flow_run_id=self.flow_run.id,
             index=index,
-            tags=task.tags,
+            tags=run_tags(task.tags),
             seq=len(self.flow_run.task_runs),
             listener=self.flow_run.task_listener(),
         )
@@ -504,7 +504,10 @@ class FlowRunEngine:
             log_prints=self.log_prints if task.log_prints is None else task.log_prints,
             log_level=self.log_level,
             result=self._result_spec(node),
-            limits=tuple((tag, self.tag_limits[tag]) for tag in task.tags if tag in self.tag_limits) if self.tag_limits else (),
+            limits=tuple((tag, self.tag_limits[tag]) for tag in record.tags if tag in self.tag_limits) if self.tag_limits else (),
+            tags=record.tags,
+            task_name=record.task_name,
+            flow_run_name=self.flow_run.name,
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         # Plain arguments (flow parameters) given to many tasks: a large one crosses once per run.
@@ -829,7 +832,7 @@ class FlowRunEngine:
         for created, level, message in report.get("logs", ()):
             emit_line(self.flow_run, LogLine(created, level, mask(message), record.id, record.name))
         for artifact in report.get("arts", ()):
-            self.flow_run.artifacts.append(artifact_from_report(artifact, record))
+            merge_artifact(self.flow_run, artifact, record)
         record.storage_retries += int(report.get("sr") or 0)  # every attempt's, stale ones included
         if report.get("reused") and report.get("ev") == "end":
             # The attempt found the result already committed (Dask recomputing a

@@ -43,7 +43,7 @@ from ..masking import add_secrets, mask, mask_exception, secrets_in
 from ..runners.base import TaskRunner
 from ..runners.execute import PRINT_SINK, TASK_RUN_CONTEXT, install_print_capture
 from ..storage.store import Store
-from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging
+from .context import FLOW_RUN_CONTEXT, FlowRunContext, configure_console_logging, run_tags
 from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .history import RunRecorder, history_enabled
@@ -354,7 +354,7 @@ class _FlowRunner:
             flow_name=flow.name,
             version=flow.version,
             parameters={},
-            tags=tuple(dict.fromkeys((*flow.tags, *plan.tags))) if plan is not None else flow.tags,
+            tags=run_tags((*flow.tags, *plan.tags) if plan is not None else flow.tags),
             parent_flow_run_id=self.parent.flow_run.id if self.parent else None,
         )
         if plan is not None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .engine import TaskNode
     from .runs import TaskRun
 
-__all__ = ["DoneAndNotDoneFutures", "TaskFuture", "TaskFutureList", "as_completed", "unmapped", "wait"]
+__all__ = ["DoneAndNotDoneFutures", "PrefectFuture", "TaskFuture", "TaskFutureList", "as_completed", "unmapped", "wait"]
 
 R = TypeVar("R")
 
@@ -174,3 +174,7 @@ class unmapped:  # noqa: N801 - Prefect's name
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+#: Prefect 3's name for :class:`TaskFuture` (``from prefect.futures import PrefectFuture``).
+PrefectFuture = TaskFuture

@@ -33,6 +33,7 @@ from ..masking import mask, mask_value
 from ..storage.records import FORMAT, History, RunWriter
 from ..storage.retry import RetryPolicy, transient_kind
 from ..storage.store import Store
+from .artifacts import ArtifactCursor
 from .runs import Artifact, FlowRun, LogLine, TaskRun
 from .states import State
 
@@ -171,7 +172,7 @@ class RunRecorder:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._logs_done = 0
-        self._artifacts_done = 0
+        self._artifacts = ArtifactCursor()
         self._last_beat = 0.0
         self._last_check = 0.0
         self._cancel_seen = False
@@ -215,7 +216,7 @@ class RunRecorder:
                 dirty, self._dirty = self._dirty, {}
             flow_run = self.flow_run
             logs = flow_run.logs[self._logs_done :]
-            artifacts = flow_run.artifacts[self._artifacts_done :]
+            artifacts = self._artifacts.due(flow_run.artifacts)
             now = time.time()
             if not (dirty or logs or artifacts or final) and now - self._last_beat < self.heartbeat:
                 return True
@@ -227,7 +228,7 @@ class RunRecorder:
                 self.writer.append("logs", [log_record(line) for line in logs])
                 self._logs_done += len(logs)
                 self.writer.append("artifacts", [artifact_record(a) for a in artifacts])
-                self._artifacts_done += len(artifacts)
+                self._artifacts.sent(artifacts)
                 self.writer.write_run(run_record(self.flow_run, now))
                 self._last_beat = now
                 if self._failing:

@@ -244,6 +244,10 @@ class AttemptSpec(NamedTuple):
     result: ResultSpec | None = None
     #: ``(tag, limit)`` of each of the task's tags with a concurrency limit.
     limits: tuple[tuple[str, int], ...] = ()
+    #: What ``daskflow.runtime`` and ``get_run_context()`` tell the task about its run.
+    tags: tuple[str, ...] = ()
+    task_name: str | None = None
+    flow_run_name: str | None = None
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).
@@ -269,6 +273,12 @@ class TaskRunContext:
     nested: Any = None
     nested_inline: Any = None
     on_end: list[Callable[[], None]] = field(default_factory=list)
+    #: The function and its loaded arguments (``runtime.task_run.parameters``).
+    call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+
+    #: Artifacts created or changed since the last report, by id: they go with
+    #: the next batch of lines, so a progress bar moves while the task runs.
+    changed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add_line(self, created: float, level: int, message: str) -> None:
         if len(message) > MAX_LINE:
@@ -276,14 +286,25 @@ class TaskRunContext:
         message = mask(message)
         with self.lock:
             self.lines.append([created, level, message])
-            if self.publish is None:
+        self._send_if_due()
+
+    def _send_if_due(self) -> None:
+        """Send the buffered lines and changed artifacts if a batch is full or
+        LOG_INTERVAL has passed since the last send."""
+        with self.lock:
+            if self.publish is None or not (self.lines or self.changed):
                 return
             now = time.monotonic()
             if len(self.lines) < LOG_BATCH and now - self.sent < LOG_INTERVAL:
                 return
             batch, self.lines = self.lines, []
+            arts = [dict(a) for a in self.changed.values()]
+            self.changed = {}
             self.sent = now
-        self.publish(_message(self.spec, "logs", logs=batch))
+        message = _message(self.spec, "logs", logs=batch)
+        if arts:
+            message["arts"] = arts
+        self.publish(message)
 
     def take_lines(self) -> list[list[Any]]:
         with self.lock:
@@ -294,6 +315,20 @@ class TaskRunContext:
         """Keep an artifact for the end report (``create_*_artifact`` in a task)."""
         with self.lock:
             self.artifacts.append(artifact)
+            self.changed[artifact["id"]] = artifact
+        self._send_if_due()
+
+    def update_artifact(self, artifact_id: str, changes: dict[str, Any]) -> bool:
+        """Change an artifact this attempt created (``update_progress_artifact``);
+        ``False`` if it has none of that id. The driver replaces its copy."""
+        with self.lock:
+            found = next((a for a in self.artifacts if a["id"] == artifact_id), None)
+            if found is None:
+                return False
+            found.update(changes)
+            self.changed[artifact_id] = found
+        self._send_if_due()
+        return True
 
 
 TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
@@ -515,6 +550,7 @@ def execute_attempt(
     stored: dict[str, Any] = {}
     try:
         args, kwargs = _load_inputs(args, kwargs)
+        context.call = (fn, args, kwargs)
         result = spec.result
         reused = _reuse_stored(result, spec) if result is not None and result.reuse != "none" else _MISSING
         if reused is not _MISSING:
@@ -633,7 +669,8 @@ def _report(spec: AttemptSpec, started: float, context: TaskRunContext, key: str
         spec, "end", name=spec.task_run_name, k=key, s=started, e=time.time(), pid=os.getpid(), logs=context.take_lines()
     )
     if context.artifacts:
-        report["arts"] = context.artifacts
+        # All of them, in their final form (the driver replaces copies sent earlier).
+        report["arts"] = [dict(a) for a in context.artifacts]
     if context.storage_retries.retries:
         report["sr"] = context.storage_retries.retries
     return report

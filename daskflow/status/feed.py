@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import dask.config
 
+from ..pipeline.artifacts import ArtifactCursor
 from ..pipeline.history import artifact_record, log_record, run_record, task_record
 from ..pipeline.runs import FlowRun, TaskRun
 from ..runners.base import TaskRunner
@@ -116,7 +117,7 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._logs_done = 0
-        self._artifacts_done = 0
+        self._artifacts = ArtifactCursor()
         self._last_state: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -158,7 +159,7 @@ class LiveFeed:
                 dirty, self._dirty = self._dirty, {}
             flow_run = self.flow_run
             logs = flow_run.logs[self._logs_done :]
-            artifacts = flow_run.artifacts[self._artifacts_done :]
+            artifacts = self._artifacts.due(flow_run.artifacts)
             state = (flow_run.state.name, flow_run.state.timestamp, len(flow_run.subflow_runs))
             if not (dirty or logs or artifacts or final) and state == self._last_state:
                 return
@@ -183,7 +184,7 @@ class LiveFeed:
                 self._failed(exc)
                 return
             self._logs_done += len(logs)
-            self._artifacts_done += len(artifacts)
+            self._artifacts.sent(artifacts)
             self._last_state = state
             if self._failing:
                 logger.info("Flow run %r - the status page is fed again", flow_run.name)

@@ -79,6 +79,19 @@ def _safe_link(url: str | None, text: str | None = None) -> str:
     return f"<code>{label}</code>" + (f" ({_html(url)})" if text and url else "")
 
 
+def _progress_bar(percent: float) -> str:
+    """A bar and its percentage; only a number reaches the HTML."""
+    shown = min(max(percent, 0.0), 100.0) if percent == percent else 0.0  # NaN draws as 0
+    return f'<progress max="100" value="{shown:.1f}" style="width:240px"></progress> {shown:.1f}%'
+
+
+def _safe_image(url: str | None) -> str:
+    """An ``<img>`` for http(s) URLs, escaped text for anything else (``javascript:``, ``data:``)."""
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        return f'<a href="{_html(url)}" target="_blank" rel="noopener noreferrer"><img src="{_html(url)}" style="max-width:100%;max-height:400px" alt="artifact image"></a>'
+    return f"<code>{_html(str(url or ''))}</code>"
+
+
 def _set_rows(table: DataTable, data: dict[str, list[Any]]) -> None:
     """Replace a table's rows, and make the browser redraw them.
 
@@ -704,6 +717,10 @@ def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
             views.append(table)
         elif kind == "link" and isinstance(data, dict):
             views.append(Div(text=_safe_link(data.get("url"), data.get("text")), css_classes=["daskflow-artifact-link"]))
+        elif kind == "progress" and isinstance(data, (int, float)) and not isinstance(data, bool):
+            views.append(Div(text=_progress_bar(float(data)), css_classes=["daskflow-artifact-progress"]))
+        elif kind == "image" and isinstance(data, dict):
+            views.append(Div(text=_safe_image(data.get("url")), css_classes=["daskflow-artifact-image"]))
         else:
             views.append(PreText(text=str(data), sizing_mode="stretch_width", css_classes=["daskflow-artifact-text"]))
     return views

@@ -39,6 +39,8 @@ class LiveRun:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     logs: deque[dict[str, Any]] = field(default_factory=deque)
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    #: Position of each artifact id in ``artifacts``.
+    artifact_index: dict[Any, int] = field(default_factory=dict)
     #: The Dask client id of the driver (its disconnect ends a running run).
     client: str | None = None
     #: Bumped on every change, so a page can skip redrawing what did not change.
@@ -132,7 +134,14 @@ class LiveRuns:
         for task in batch.get("tasks") or ():
             live.tasks[task["id"]] = task
         live.logs.extend(batch.get("logs") or ())
-        live.artifacts.extend(batch.get("artifacts") or ())
+        for artifact in batch.get("artifacts") or ():
+            # A progress artifact comes again after each update: replace its copy.
+            index = live.artifact_index.get(artifact.get("id"))
+            if index is None:
+                live.artifact_index[artifact.get("id")] = len(live.artifacts)
+                live.artifacts.append(artifact)
+            else:
+                live.artifacts[index] = artifact
         live.version += 1
         self.version += 1
         if live.finished:

@@ -417,8 +417,12 @@ class History:
         return lines
 
     def artifacts(self, entry: RunEntry) -> list[dict[str, Any]]:
-        """Artifacts of a run, in the order they were created."""
-        return sorted(self._segments(entry, "artifacts"), key=lambda a: a.get("created", 0))
+        """Artifacts of a run, in the order they were created (the last copy of one
+        written again after a change: a progress artifact's update)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for artifact in self._segments(entry, "artifacts"):
+            latest[str(artifact.get("id"))] = artifact
+        return sorted(latest.values(), key=lambda a: a.get("created", 0))
 
     def _read_runs(self, entries: list[RunEntry]) -> list[dict[str, Any] | None]:
         paths = [f"{RUNS}/{e.folder}/run.json" for e in entries]

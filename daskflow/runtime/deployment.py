@@ -1,0 +1,38 @@
+"""The deployment that made the current flow run (``from daskflow.runtime import deployment``).
+
+Attributes: ``id``, ``name``, ``parameters`` (the run's parameters, as the
+deployment passed them), ``flow_run_id``, ``version`` (always ``None``: daskflow
+deployments have none). ``None`` (``{}`` for ``parameters``) in a run that no
+deployment made, and inside a task on a Dask worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import FlowRunContext
+from ._env import MISSING, override, unknown
+
+# The attributes are read by the module __getattr__ below, when accessed.
+__all__ = ["flow_run_id", "id", "name", "parameters", "version"]  # noqa: F822
+
+_DEFAULTS: dict[str, Any] = {"id": None, "name": None, "parameters": {}, "flow_run_id": None, "version": None}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEFAULTS:
+        return unknown("deployment", name, _DEFAULTS)
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run.deployment_id is not None:
+        run = context.flow_run
+        values = {"id": run.deployment_id, "name": run.deployment_name, "parameters": dict(run.parameters), "flow_run_id": run.id, "version": None}
+        return values[name]
+    value = override("deployment", name, _DEFAULTS[name])
+    if value is not MISSING:
+        return value
+    default = _DEFAULTS[name]
+    return type(default)() if isinstance(default, (list, dict)) else default
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
