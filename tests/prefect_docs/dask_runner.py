@@ -78,6 +78,6 @@ def ex_dask_get_dask_client():
 
     @flow(task_runner=DaskTaskRunner(address=os.environ["DASK_SCHEDULER_ADDRESS"]))
     def f():
-        return compute_on_cluster()
+        return compute_on_cluster.submit().result()
 
     assert f() == 42
