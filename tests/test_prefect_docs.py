@@ -33,7 +33,7 @@ XFAIL: dict[str, str] = {
     "artifacts_markdown": "no daskflow.artifacts module (prefect.artifacts alias)",
     "artifacts_progress": "no daskflow.artifacts module; no create/update_progress_artifact",
     "artifacts_table": "no daskflow.artifacts module (prefect.artifacts alias)",
-    "cache_default_policy": "return_state=True on a task call outside a flow gives the value (this example: flow returns States, values come back)",
+    "cache_default_policy": "a flow returning task States hands back their values, not the States",
     "cache_expiration": "task called outside a flow: return_state=True gives the value, not a State",
     "cache_inputs_minus_argument": "task called outside a flow: return_state=True gives the value, not a State",
     "cache_inputs_outside_flow": "task called outside a flow: return_state=True gives the value, not a State",
