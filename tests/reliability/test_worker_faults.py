@@ -292,8 +292,6 @@ def test_s05_all_workers_lost_ends_crashed_within_the_timeout(tmp_path, scenario
 def unserialisable(kind: str, path: str):
     if kind == "lock":
         return threading.Lock()
-    if kind == "generator":
-        return (i for i in range(3))
     if kind == "file":
         return open(path, "w")  # noqa: SIM115  (the point: an open file as a result)
     return socket.socket()
@@ -304,7 +302,8 @@ def consume(value) -> str:
     return type(value).__name__
 
 
-KINDS = {"lock": "_thread.lock", "generator": "generator", "file": "TextIOWrapper", "socket": "socket"}
+# A returned generator is not among them: a task's generator is consumed into a list where it runs (as Prefect 3 does).
+KINDS = {"lock": "_thread.lock", "file": "TextIOWrapper", "socket": "socket"}
 
 
 @flow
@@ -331,8 +330,8 @@ def test_s22_unserialisable_results_fail_naming_type_and_task(cluster, tmp_path,
         assert run.task_run(f"consume-{i}").state.name == "UpstreamFailed"
     assert not list(_result_storage.glob("results/*/*/*")), "no object for a result that could not be serialised"
     assert elapsed < 30
-    scenario_report(22, "non-serialisable result", f"{'persisted' if persist else 'not persisted'}: 4/4 Failed naming type "
-                    f"and task, partial objects 0, flow ended in {elapsed:.1f} s", backend="local", n=4, seed=SEED)
+    scenario_report(22, "non-serialisable result", f"{'persisted' if persist else 'not persisted'}: {len(KINDS)}/{len(KINDS)} Failed naming "
+                    f"type and task, partial objects 0, flow ended in {elapsed:.1f} s", backend="local", n=len(KINDS), seed=SEED)
 
 
 @task
