@@ -23,9 +23,13 @@ Hierarchy::
     │                                          sent back from the worker
     ├── CacheKeyError (ValueError)             an input cannot be hashed deterministically
     ├── SerializationError (ValueError)        a result could not be (de)serialised
-    └── StorageError (OSError)                 result storage failed: names URL and operation
-        ├── CorruptedResultError               a stored entry failed verification
-        └── StorageURLError (InvalidOptionError) a storage URL is mistyped (s3:/bucket)
+    ├── StorageError (OSError)                 result storage failed: names URL and operation
+    │   ├── CorruptedResultError               a stored entry failed verification
+    │   └── StorageURLError (InvalidOptionError) a storage URL is mistyped (s3:/bucket)
+    └── NotInDaskflowError (ImportError)       a Prefect name or module daskflow does not have
+
+Prefect's names for the same exceptions are aliases: ``CrashedRun`` is
+``CrashedError`` and ``UpstreamTaskError`` is ``UpstreamFailedError``.
 
 ``CacheKeyWarning`` (a ``UserWarning``) is issued when a task with the default
 cache policy gets an input that cannot be hashed deterministically.
@@ -43,6 +47,7 @@ __all__ = [
     "ConcurrencyLimitReached",
     "CorruptedResultError",
     "CrashedError",
+    "CrashedRun",
     "DaskflowError",
     "DeploymentNotFoundError",
     "FailedRun",
@@ -54,6 +59,7 @@ __all__ = [
     "MappingLengthMismatch",
     "MissingContextError",
     "NoWorkersError",
+    "NotInDaskflowError",
     "ParameterValidationError",
     "RunNotFoundError",
     "RunnerError",
@@ -62,6 +68,7 @@ __all__ = [
     "StorageURLError",
     "TaskTimeoutError",
     "UpstreamFailedError",
+    "UpstreamTaskError",
 ]
 
 
@@ -215,3 +222,17 @@ class StorageURLError(InvalidOptionError, StorageError):
 
     Both an :class:`InvalidOptionError` (a bad value) and a :class:`StorageError`.
     """
+
+
+class NotInDaskflowError(DaskflowError, ImportError):
+    """A Prefect module or name that daskflow does not provide.
+
+    The message names the Prefect name, the daskflow equivalent (or says that
+    the feature is not part of daskflow) and links ``docs/migrating-from-prefect.md``.
+    An ``ImportError``, so ``from daskflow.X import Y`` shows this message.
+    """
+
+
+# Prefect's names for the same things (``prefect.exceptions``), for migrating ``except`` clauses.
+CrashedRun = CrashedError
+UpstreamTaskError = UpstreamFailedError
