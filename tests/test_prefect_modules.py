@@ -22,20 +22,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "migrating-from-prefect.md"
 NAMES = json.loads((pathlib.Path(__file__).with_name("prefect_names.json")).read_text())["modules"]
 
-# Names the other parts of issue 13 add (daskflow.context, .runtime, .artifacts, .logging, ...).
-OTHER_PARTS = {
-    "prefect.tags",
-    "prefect.context.tags",
-    "prefect.context.get_run_context",
-    "prefect.cache_policies.CacheKeyFnPolicy",
-    "prefect.artifacts.create_progress_artifact",
-    "prefect.artifacts.update_progress_artifact",
-    "prefect.artifacts.create_image_artifact",
-    "prefect.flows.flow_run_logger",
-} | {f"prefect.runtime.flow_run.{a}" for a in ("id", "name", "parameters", "run_count", "tags", "flow_name", "scheduled_start_time")} | {
-    f"prefect.runtime.task_run.{a}" for a in ("id", "name", "parameters", "run_count", "tags", "task_name")
-}
-XFAIL_OTHER = pytest.mark.xfail(strict=False, reason="added by another part of issue 13")
 
 
 def _table() -> dict[str, str]:
@@ -58,8 +44,7 @@ def _params(status: str) -> list:
         for name in names:
             full = f"{module}.{name}"
             if table.get(full) in status:
-                marks = [XFAIL_OTHER] if full in OTHER_PARTS else []
-                out.append(pytest.param(module, name, id=full, marks=marks))
+                out.append(pytest.param(module, name, id=full))
     return out
 
 

@@ -508,6 +508,7 @@ class FlowRunEngine:
             tags=record.tags,
             task_name=record.task_name,
             flow_run_name=self.flow_run.name,
+            flow_name=self.flow_run.flow_name,
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         # Plain arguments (flow parameters) given to many tasks: a large one crosses once per run.

@@ -602,12 +602,19 @@ class _FlowRunner:
         if returned:
             states = [r.state if isinstance(r, TaskFuture) else r for r in returned]
             bad = [s for s in states if not s.is_completed()]
+            if bad and _mixed(value):
+                # Prefect: runs decide only a return of runs alone; ("bar", failed_state)
+                # is data, and the body that returned the failure has handled it.
+                value = replace_instances(value, (TaskFuture, State), lambda r: _returned_state(r.state if isinstance(r, TaskFuture) else r))
+                return Completed(data=value)
             if bad:
                 error = bad[0].result(raise_on_failure=False) if bad[0].is_final() else RuntimeError(str(bad[0]))
                 make = Crashed if bad[0].is_crashed() else Failed  # infrastructure, not user code
                 return make(f"{len(bad)} of the {len(states)} returned runs did not complete; first: {bad[0]}", data=error)
             try:
-                value = replace_instances(value, (TaskFuture, State), lambda r: r.result())
+                # Prefect: returned futures give their values, returned states stay
+                # states (with their values fetched now: the cluster goes away).
+                value = replace_instances(value, (TaskFuture, State), lambda r: r.result() if isinstance(r, TaskFuture) else _returned_state(r))
             except Exception as exc:
                 return Crashed(f"could not fetch the returned results: {exc}", data=exc)
             return Completed(data=value)
@@ -798,6 +805,11 @@ async def _no_values() -> Any:
 
 async def _collect(values: Any) -> list[Any]:
     return [value async for value in values]
+
+
+def _mixed(value: Any) -> bool:
+    """A returned list, tuple or set that holds something besides futures and states."""
+    return isinstance(value, (list, tuple, set)) and any(not isinstance(v, (TaskFuture, State)) for v in value)
 
 
 def _returned_state(state: State) -> State:

@@ -248,6 +248,7 @@ class AttemptSpec(NamedTuple):
     tags: tuple[str, ...] = ()
     task_name: str | None = None
     flow_run_name: str | None = None
+    flow_name: str | None = None
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).

@@ -47,7 +47,7 @@ def _value(name: str) -> Any:
         return dict(value) if name == "parameters" else value  # a plain dict, as Prefect's (and picklable)
     if task_context is not None:  # a task on a worker: what its attempt was sent with
         spec = task_context.spec
-        known = {"id": spec.flow_run_id, "name": spec.flow_run_name}
+        known = {"id": spec.flow_run_id, "name": spec.flow_run_name, "flow_name": spec.flow_name}
         if name in known:
             return known[name]
     return _outside(name)

@@ -1,4 +1,5 @@
-"""Run loggers under Prefect 3's module name (``prefect.logging``).
+"""Run loggers under Prefect 3's module names (``prefect.logging`` and
+``prefect.logging.loggers``).
 
 daskflow's own modules use absolute imports, so ``import logging`` in them is
 the standard library's, not this module.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .pipeline.context import FLOW_RUN_CONTEXT, RUNS_LOGGER, disable_run_logger, get_run_logger
-from .runners.execute import TASK_RUN_CONTEXT
-from .runners.execute import task_run_logger as _attempt_logger
+from ..pipeline.context import FLOW_RUN_CONTEXT, RUNS_LOGGER, disable_run_logger, get_run_logger
+from ..runners.execute import TASK_RUN_CONTEXT
+from ..runners.execute import task_run_logger as _attempt_logger
 
 __all__ = ["disable_run_logger", "flow_run_logger", "get_logger", "get_run_logger", "task_run_logger"]
 

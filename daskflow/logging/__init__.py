@@ -1,0 +1,6 @@
+"""Run loggers under Prefect 3's module name ``prefect.logging`` (defined in
+:mod:`daskflow.logging.loggers`, Prefect's own submodule path)."""
+
+from .loggers import disable_run_logger, flow_run_logger, get_logger, get_run_logger, task_run_logger
+
+__all__ = ["disable_run_logger", "flow_run_logger", "get_logger", "get_run_logger", "task_run_logger"]
