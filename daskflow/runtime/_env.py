@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MISSING", "override", "unknown"]
+__all__ = ["MISSING", "outside_run", "override", "unknown"]
 
 MISSING = object()
 
@@ -45,3 +45,13 @@ def unknown(module: str, name: str, known: Mapping[str, Any]) -> Any:
     if value is not MISSING:
         return value
     raise AttributeError(f"daskflow.runtime.{module} has no attribute {name!r}; it has {', '.join(sorted(known))}")
+
+
+def outside_run(module: str, name: str, defaults: Mapping[str, Any]) -> Any:
+    """The value outside a run: the environment override, else Prefect's default
+    (a fresh list or dict, never a shared one)."""
+    default = defaults[name]
+    value = override(module, name, default)
+    if value is not MISSING:
+        return value
+    return type(default)() if isinstance(default, (list, dict)) else default

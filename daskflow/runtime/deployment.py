@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import FlowRunContext
-from ._env import MISSING, override, unknown
+from ._env import outside_run, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["flow_run_id", "id", "name", "parameters", "version"]  # noqa: F822
@@ -27,11 +27,7 @@ def __getattr__(name: str) -> Any:
         run = context.flow_run
         values = {"id": run.deployment_id, "name": run.deployment_name, "parameters": dict(run.parameters), "flow_run_id": run.id, "version": None}
         return values[name]
-    value = override("deployment", name, _DEFAULTS[name])
-    if value is not MISSING:
-        return value
-    default = _DEFAULTS[name]
-    return type(default)() if isinstance(default, (list, dict)) else default
+    return outside_run("deployment", name, _DEFAULTS)
 
 
 def __dir__() -> list[str]:

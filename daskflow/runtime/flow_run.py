@@ -15,7 +15,7 @@ from typing import Any
 from ..context import FlowRunContext
 from ..pipeline.context import FLOW_RUN_CONTEXT, LOCAL_FLOW_RUNS
 from ..runners.execute import TASK_RUN_CONTEXT
-from ._env import MISSING, override, unknown
+from ._env import MISSING, outside_run, override, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["flow_name", "flow_version", "id", "name", "parameters", "parent_deployment_id", "parent_flow_run_id", "run_count", "scheduled_start_time", "tags"]  # noqa: F822
@@ -54,13 +54,9 @@ def _value(name: str) -> Any:
 
 
 def _outside(name: str) -> Any:
-    default = _DEFAULTS[name]
-    value = override("flow_run", name, default)
-    if value is not MISSING:
-        return value
-    if name == "scheduled_start_time":  # Prefect: now, outside a run
+    if name == "scheduled_start_time" and override("flow_run", name, None) is MISSING:  # Prefect: now, outside a run
         return datetime.datetime.now(datetime.timezone.utc)
-    return type(default)() if isinstance(default, (list, dict)) else default
+    return outside_run("flow_run", name, _DEFAULTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import TaskRunContext
-from ._env import MISSING, override, unknown
+from ._env import outside_run, unknown
 
 # The attributes are read by the module __getattr__ below, when accessed.
 __all__ = ["id", "name", "parameters", "run_count", "tags", "task_name"]  # noqa: F822
@@ -24,11 +24,7 @@ def __getattr__(name: str) -> Any:
     context = TaskRunContext.get()
     if context is not None:
         return dict(context.parameters) if name == "parameters" else getattr(context.task_run, name)
-    value = override("task_run", name, _DEFAULTS[name])
-    if value is not MISSING:
-        return value
-    default = _DEFAULTS[name]
-    return type(default)() if isinstance(default, (list, dict)) else default
+    return outside_run("task_run", name, _DEFAULTS)
 
 
 def __dir__() -> list[str]:
