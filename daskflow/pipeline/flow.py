@@ -808,8 +808,11 @@ async def _collect(values: Any) -> list[Any]:
 
 
 def _mixed(value: Any) -> bool:
-    """A returned list, tuple or set that holds something besides futures and states."""
-    return isinstance(value, (list, tuple, set)) and any(not isinstance(v, (TaskFuture, State)) for v in value)
+    """A returned list, tuple or set with an item that is plain data (holds no
+    future or state), such as ``("bar", state)``: Prefect takes it as data. A
+    return of runs alone, nested ones included (``(futures, more_futures)``),
+    still decides the final state."""
+    return isinstance(value, (list, tuple, set)) and any(not find_instances(v, (TaskFuture, State)) for v in value)
 
 
 def _returned_state(state: State) -> State:
