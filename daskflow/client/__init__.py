@@ -1,5 +1,0 @@
-"""Prefect's ``prefect.client``: not part of daskflow; importing it raises the reason (``daskflow._absent``)."""
-
-from daskflow._absent import raise_for_module
-
-raise_for_module(__name__)
