@@ -61,6 +61,7 @@ __all__ = [
     "NoWorkersError",
     "NotInDaskflowError",
     "ParameterValidationError",
+    "ReturnedStateError",
     "RunNotFoundError",
     "RunnerError",
     "SerializationError",
@@ -154,6 +155,11 @@ class CancelledRun(DaskflowError):
 class ConcurrencyLimitReached(CancelledRun):
     """A deployment's run found its concurrency limit taken, and its collision
     strategy is ``cancel-new``: the run is Cancelled without starting."""
+
+
+class ReturnedStateError(DaskflowError):
+    """A task returned a state that is not Completed (``return Failed(message=...)``):
+    as in Prefect, the task run ends in that state; its message is the state's."""
 
 
 class FailedRun(DaskflowError):

@@ -32,7 +32,6 @@ XFAIL: dict[str, str] = {
     # Known differences, listed in docs/migrating-from-prefect.md ("What still differs").
     "hooks_flow_on_failure_after_retries": "a flow's default name keeps underscores (failing_flow); Prefect's turns them into hyphens",
     "states_return_state": "daskflow persists and caches by default: the 2nd identical call in a run is Cached (Prefect caches only persisted results)",
-    "states_task_returns_state": "a task returning Failed(...) completes with that state as its value; Prefect makes it the run's state",
 }
 
 #: Prefect features daskflow leaves out on purpose: (id, an import a user writes).

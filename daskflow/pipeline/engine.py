@@ -45,6 +45,7 @@ from ..exceptions import (
     CrashedError,
     FailedRun,
     NoWorkersError,
+    ReturnedStateError,
     RunnerError,
     StorageError,
     TaskTimeoutError,
@@ -111,6 +112,7 @@ class TaskNode:
         "lookup",
         "observed",
         "parameters",
+        "returned_message",
         "recompute_done",
         "recomputes",
         "recomputing",
@@ -158,6 +160,8 @@ class TaskNode:
         #: The flow body saw this run's final state (``return_state=True``, ``.state``,
         #: ``.result()``; not ``wait()`` alone): a failure it saw is one it handled.
         self.observed = False
+        #: The message of a Completed state the task returned (``return Completed(message=...)``).
+        self.returned_message: str | None = None
 
 
 def _slug(name: str) -> str:
@@ -623,7 +627,7 @@ class FlowRunEngine:
             return  # a stale attempt, or already cancelled
         outcome = self.runner.outcome(handle)
         if outcome.status == "finished":
-            self._finalize(node, Completed(timestamp=max(node.last_end or 0, time.time()), _fetch=_Fetch(self, node, handle)))
+            self._finalize(node, Completed(node.returned_message or "", timestamp=max(node.last_end or 0, time.time()), _fetch=_Fetch(self, node, handle)))
             return
         if outcome.status == "cancelled":
             if any(up.final and not up.record.state.is_completed() for up in itertools.chain(node.upstream, node.wait_for)):
@@ -783,7 +787,9 @@ class FlowRunEngine:
         record.error = f"{type(error).__name__}: {message}"
         record.traceback = tb
         make = {"failed": Failed, "timed_out": TimedOut, "crashed": Crashed}[kind]
-        state = make(f"attempt {node.attempt}: {type(error).__name__}: {message}", data=error)
+        # A state the task returned is the run's state, with its own message (as in Prefect).
+        text = message if isinstance(error, ReturnedStateError) else f"attempt {node.attempt}: {type(error).__name__}: {message}"
+        state = make(text, data=error)
         task = node.task
         if node.retries_used < task.retries and self._abort is None and self._should_retry(node, state):
             node.retries_used += 1
@@ -856,6 +862,7 @@ class FlowRunEngine:
             node.running_on = None  # this execution finished: a later start is no crash
             record.worker = report.get("worker", record.worker)
             record.end_time = node.last_end = report["e"]
+            node.returned_message = report.get("msg")
 
     def _on_start(self, node: TaskNode, report: dict[str, Any]) -> None:
         worker = report.get("worker")

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 from .._collections import find_instances, replace_instances
 from ..exceptions import (
     CorruptedResultError,
+    ReturnedStateError,
     SerializationError,
     StorageError,
     TaskTimeoutError,
@@ -549,6 +550,7 @@ def execute_attempt(
     context.storage_retries.on_retry = lambda message: context.add_line(time.time(), logging.WARNING, message)
     retries_token = storage_retry.count_into(context.storage_retries)
     stored: dict[str, Any] = {}
+    returned_message: str | None = None
     try:
         args, kwargs = _load_inputs(args, kwargs)
         context.call = (fn, args, kwargs)
@@ -562,6 +564,7 @@ def execute_attempt(
                 value = _call_with_timeout(fn, args, kwargs, spec)
             else:
                 value = _call(fn, args, kwargs)
+            value, returned_message = _returned_state(value)
             if result is not None:
                 value = _store_result(result, spec, value, stored)
     except InputLoadError:
@@ -596,7 +599,21 @@ def execute_attempt(
     report = _report(spec, started, context, key)
     if stored:
         report.update(stored)
+    if returned_message:
+        report["msg"] = mask(returned_message)
     return value, report
+
+
+def _returned_state(value: Any) -> tuple[Any, str | None]:
+    """A task that returned a state (Prefect's ``return Completed(message=...)`` or
+    ``return Failed(...)``): its value and message, or the failure it stands for."""
+    from ..pipeline.states import State  # a leaf module: states are data, not the engine
+
+    if not isinstance(value, State):
+        return value, None
+    if not value.is_completed():
+        raise ReturnedStateError(value.message or f"the task returned a {value.name} state")
+    return value.result(), value.message or None
 
 
 _MISSING = object()
