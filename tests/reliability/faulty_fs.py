@@ -126,14 +126,17 @@ class FaultyFS(AbstractFileSystem):
             file.write(str(number))
             return number
 
-    def _fault(self, method: str, path: str) -> tuple[BaseException | None, bool]:
-        """The error this call gets (and whether after the call), if any. Every
-        matching fault counts the call, so each fault's numbers are its own."""
+    def _fault(self, method: str, path: str) -> tuple[BaseException | None, bool, list[int]]:
+        """The error this call gets (and whether after the call), if any, and the
+        call's number under each matching fault. Every matching fault counts the
+        call, so each fault's numbers are its own."""
         chosen_error: tuple[BaseException | None, bool] = (None, False)
+        numbers: list[int] = []
         for index, fault in enumerate(self.faults):
             if fault.get("method") not in (method, "*") or fault.get("match", "") not in path:
                 continue
             number = self._count(index)
+            numbers.append(number)
             if "calls" in fault:
                 chosen = list(fault["calls"])
                 hit = number in chosen
@@ -146,27 +149,29 @@ class FaultyFS(AbstractFileSystem):
             if hit and chosen_error[0] is None:
                 errors = fault["error"] if isinstance(fault["error"], list) else [fault["error"]]
                 chosen_error = (make_error(errors[turn % len(errors)], path), bool(fault.get("after", False)))
-        return chosen_error
+        return (*chosen_error, numbers)
 
-    def _log(self, method: str, path: str, outcome: str) -> None:
-        line = json.dumps({"m": method, "p": path, "o": outcome, "pid": os.getpid(), "t": time.time()}) + "\n"
+    def _log(self, method: str, path: str, outcome: str, numbers: list[int]) -> None:
+        # ``n``: the call's numbers under its faults. The log's order is when calls
+        # ended, which across processes is not the order they were counted in.
+        line = json.dumps({"m": method, "p": path, "o": outcome, "n": numbers, "pid": os.getpid(), "t": time.time()}) + "\n"
         with open(self.state / "calls.jsonl", "a") as file:  # O_APPEND: whole lines from every process
             file.write(line)
 
     def _run(self, method: str, path: str, call: Any) -> Any:
-        error, after = self._fault(method, path)
+        error, after, numbers = self._fault(method, path)
         if error is not None and not after:
-            self._log(method, path, f"raised {type(error).__name__}")
+            self._log(method, path, f"raised {type(error).__name__}", numbers)
             raise error
         try:
             value = call()
         except Exception as exc:
-            self._log(method, path, f"target raised {type(exc).__name__}")
+            self._log(method, path, f"target raised {type(exc).__name__}", numbers)
             raise
         if error is not None:
-            self._log(method, path, f"done, then raised {type(error).__name__}")
+            self._log(method, path, f"done, then raised {type(error).__name__}", numbers)
             raise error
-        self._log(method, path, "ok")
+        self._log(method, path, "ok", numbers)
         return value
 
     # -------------------------------------------------------------- forwarded
