@@ -53,19 +53,27 @@ def check_runner(owner: str, value: Any) -> Any:
     return value
 
 
+def check_template(owner: str, label: str, value: Any, example: str, hint: str = "") -> str:
+    """``value`` if it is a non-empty ``str.format`` template whose fields parse.
+
+    ``example`` shows the form in the error; ``hint`` follows a parse error.
+    """
+    import string
+
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOptionError(f"{owner}: {label} must be a string like {example}, got {value!r}")
+    try:
+        list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise InvalidOptionError(f"{owner}: {label} {value!r} is not a valid template ({exc}){hint}") from None
+    return value
+
+
 def check_result_storage_key(owner: str, value: Any) -> str | None:
     """A ``str.format`` template such as ``"{parameters[x]}-result"`` (fields: see ``cache.StorageKeyPolicy``)."""
     if value is None:
         return None
-    import string
-
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidOptionError(f"{owner}: result_storage_key must be a string like '{{parameters[x]}}-result', got {value!r}")
-    try:
-        list(string.Formatter().parse(value))
-    except ValueError as exc:
-        raise InvalidOptionError(f"{owner}: result_storage_key {value!r} is not a valid template ({exc})") from None
-    return value
+    return check_template(owner, "result_storage_key", value, "'{parameters[x]}-result'")
 
 
 def check_tags(owner: str, tags: Iterable[str] | None) -> tuple[str, ...]:

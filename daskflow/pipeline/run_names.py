@@ -12,11 +12,11 @@ becomes ``?`` and a long name is cut.
 from __future__ import annotations
 
 import inspect
-import string
 from typing import Any, Callable
 
 from ..exceptions import InvalidOptionError
 from .names import MAX_NAME_LENGTH, name_problem
+from .options import check_template
 
 __all__ = ["RunName", "call_parameters", "check_run_name", "clean_run_name", "resolve_run_name", "task_run_name"]
 
@@ -28,13 +28,7 @@ def check_run_name(owner: str, label: str, value: Any) -> RunName | None:
     """``value`` if it is ``None``, a non-empty template whose fields parse, or a callable."""
     if value is None or callable(value):
         return value
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidOptionError(f"{owner}: {label} must be a string like 'run-{{x}}' or a callable returning a string, got {value!r}")
-    try:
-        list(string.Formatter().parse(value))
-    except ValueError as exc:
-        raise InvalidOptionError(f"{owner}: {label} {value!r} is not a valid template ({exc}); write fields as {{name}}, braces as {{{{ }}}}") from None
-    return value
+    return check_template(owner, label, value, "'run-{x}' or a callable returning a string", "; write fields as {name}, braces as {{ }}")
 
 
 def clean_run_name(text: str) -> str:
