@@ -4,15 +4,17 @@ Each ``ex_*`` function in tests/prefect_docs/*.py does what one example of
 Prefect's docs does and asserts what the docs say it shows. The only change
 made before running it is :func:`rewrite_imports` (``prefect``/``prefect_dask``
 -> ``daskflow`` on import lines). An example that pins a task runner runs as
-written; the others run twice: on ThreadPoolTaskRunner and on this module's
-LocalCluster. daskflow has no setting for the default runner of a flow without
-``task_runner=`` (it starts a fresh LocalCluster per run), so the test swaps
-the default in ``_FlowRunner._runner`` for the duration of one test.
+written; the others run three times: on ThreadPoolTaskRunner, on this module's
+LocalCluster (picked for a flow without ``task_runner=`` with config
+``daskflow.task-runner``: ``threads``, or ``dask`` with Dask's
+``scheduler-address`` naming the cluster), and on ThreadPoolTaskRunner with
+``daskflow.cache.default-policy: prefect`` (Prefect 3's caching rule).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.abc
 import importlib.machinery
 import re
@@ -33,6 +35,9 @@ XFAIL: dict[str, str] = {
     "hooks_flow_on_failure_after_retries": "a flow's default name keeps underscores (failing_flow); Prefect's turns them into hyphens",
     "states_return_state": "daskflow persists and caches by default: the 2nd identical call in a run is Cached (Prefect caches only persisted results)",
 }
+
+#: Known differences that config ``daskflow.cache.default-policy: prefect`` removes.
+PREFECT_MODE_FIXES = {"states_return_state"}
 
 #: Prefect features daskflow leaves out on purpose: (id, an import a user writes).
 ABSENT = [
@@ -85,8 +90,9 @@ def _examples() -> list:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("ex_"):
                 example = node.name[3:]
                 pinned = "task_runner=" in (ast.get_source_segment(source, node) or "")
-                for variant in (["as-written"] if pinned else ["thread", "dask"]):
-                    marks = [pytest.mark.xfail(strict=False, reason=XFAIL[example])] if example in XFAIL else []
+                for variant in (["as-written"] if pinned else ["thread", "dask", "prefect-mode"]):
+                    failing = example in XFAIL and not (variant == "prefect-mode" and example in PREFECT_MODE_FIXES)
+                    marks = [pytest.mark.xfail(strict=False, reason=XFAIL[example])] if failing else []
                     params.append(pytest.param(path.name, node.name, variant, id=f"{example}[{variant}]", marks=marks))
     return params
 
@@ -132,30 +138,25 @@ def cluster():
 
 
 @pytest.fixture
-def default_runner(monkeypatch, cluster):
-    """Swap the runner a flow without task_runner= gets (no config key for it)."""
-    from daskflow import DaskTaskRunner, ThreadPoolTaskRunner
-    from daskflow.pipeline import flow as flow_module
+def default_runner(cluster):
+    """Pick the runner of a flow without task_runner= with config ``daskflow.task-runner``
+    (``dask`` on this module's cluster through Dask's ``scheduler-address``)."""
+    import dask.config
 
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
-    original = flow_module._FlowRunner._runner
+    with contextlib.ExitStack() as stack:
+        def use(variant: str) -> None:
+            settings = {"thread": {"daskflow.task-runner": "threads"},
+                        "prefect-mode": {"daskflow.task-runner": "threads", "daskflow.cache.default-policy": "prefect"},
+                        "dask": {"daskflow.task-runner": "dask", "scheduler-address": cluster.scheduler_address}}[variant]
+            stack.enter_context(dask.config.set(settings))
 
-    def use(variant: str) -> None:
-        make = ThreadPoolTaskRunner if variant == "thread" else (lambda: DaskTaskRunner(address=cluster.scheduler_address))
-
-        def runner(self):
-            if self.parent is None and self.flow.task_runner is None:
-                return make(), True
-            return original(self)
-
-        monkeypatch.setattr(flow_module._FlowRunner, "_runner", runner)
-
-    return use
+        yield use
 
 
 @pytest.mark.parametrize(("file_name", "function", "variant"), _examples())
-def test_example(file_name, function, variant, default_runner, monkeypatch, tmp_path):
+def test_example(file_name, function, variant, default_runner, cluster, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)  # read by tests/prefect_docs/dask_runner.py
     if variant != "as-written":
         default_runner(variant)
     getattr(load(file_name), function)()

@@ -9,7 +9,7 @@ import threading
 import dask.config
 import pytest
 
-from daskflow import INPUTS, DaskTaskRunner, flow, task
+from daskflow import INPUTS, NONE, DaskTaskRunner, flow, task
 from daskflow.exceptions import InvalidOptionError
 from daskflow.pipeline.hooks import HookList
 from daskflow.runners.local import SequentialTaskRunner, ThreadPoolTaskRunner
@@ -226,29 +226,93 @@ def test_a_runner_class_is_made_into_a_runner(runner_class):
 
 
 # ------------------------------------------------------ default cache policy
-def test_prefect_default_policy_reuses_within_a_run_only():
+def test_prefect_default_policy_caches_persisted_results_within_a_run_only():
+    """``default-policy: prefect`` is Prefect 3's rule: only a task that persists its
+    result (it or its flow asks) is cached, and then only within one flow run."""
     calls = []
 
     @task
     def work(x):
-        calls.append(x)
+        calls.append(("work", x))
+        return x + 1
+
+    @task(persist_result=True)
+    def kept(x):
+        calls.append(("kept", x))
         return x + 1
 
     @flow(task_runner=SequentialTaskRunner())
     def twice(x):
+        return work(x), work(x), kept(x), kept(x)
+
+    @flow(task_runner=SequentialTaskRunner(), persist_result=True)
+    def flow_asks(x):
         return work(x), work(x)
 
     with dask.config.set({"daskflow.cache.default-policy": "prefect"}):
-        assert twice(1) == (2, 2)
-        assert calls == [1]  # the second call of the run was a cache hit
-        assert twice(1) == (2, 2)
-        assert calls == [1, 1]  # a new flow run recomputes
-    assert twice(5) == (6, 6)
-    assert twice(5) == (6, 6)
-    assert calls == [1, 1, 5]  # daskflow's default: reruns hit
+        state = twice(1, return_state=True)
+        assert state.result() == (2, 2, 2, 2)
+        assert calls == [("work", 1), ("work", 1), ("kept", 1)]  # only the persisted task hit, within the run
+        assert [r.state.name for r in _task_runs(state)] == ["Completed", "Completed", "Completed", "Cached"]
+        calls.clear()
+        assert twice(1) == (2, 2, 2, 2)
+        assert calls == [("work", 1), ("work", 1), ("kept", 1)]  # a new flow run recomputes
+        calls.clear()
+        assert flow_asks(3) == (4, 4)
+        assert calls == [("work", 3)]  # the flow's persist_result=True reaches its tasks
+    calls.clear()
+    assert twice(5) == (6, 6, 6, 6)
+    assert twice(5) == (6, 6, 6, 6)
+    assert calls == [("work", 5), ("kept", 5)]  # daskflow's default: every repeat hits, reruns too
     with dask.config.set({"daskflow.cache.default-policy": "sometimes"}):
         state = twice(9, return_state=True)
     assert state.is_failed() and "'sometimes'" in state.message and "prefect" in state.message
+
+
+# ------------------------------------------------------ default task runner
+def test_task_runner_setting_picks_the_runner_of_a_flow_without_one():
+    seen = []
+
+    @task(cache_policy=NONE)
+    def where():
+        seen.append(threading.current_thread().name)
+        return threading.current_thread().name
+
+    @flow
+    def body():
+        return where(), threading.current_thread().name
+
+    with dask.config.set({"daskflow.task-runner": "threads"}):
+        task_thread, body_thread = body()
+        assert task_thread != body_thread and task_thread.startswith("daskflow-task")
+    with dask.config.set({"daskflow.task-runner": "Sequential"}):
+        task_thread, body_thread = body()
+        assert task_thread == body_thread
+    with dask.config.set({"daskflow.task-runner": "fast"}):
+        with pytest.raises(InvalidOptionError, match=r"'fast'.*threads.*DASK_DASKFLOW__TASK_RUNNER"):
+            body()
+    assert len(seen) == 2  # the bad setting failed before any task ran
+
+
+def test_task_runner_dask_uses_the_scheduler_address_setting(processes_cluster):
+    import os
+
+    @task(cache_policy=NONE)
+    def pid():
+        return os.getpid()
+
+    @flow
+    def body():
+        return pid()
+
+    with dask.config.set({"daskflow.task-runner": "dask", "scheduler-address": processes_cluster.scheduler_address}):
+        state = body(return_state=True)
+    assert state.is_completed(), state.message
+    from distributed import Client
+
+    with Client(processes_cluster.scheduler_address, set_as_default=False) as client:
+        pids = set(client.run(os.getpid).values())
+    assert state.result() in pids  # it ran on the named cluster, not on a LocalCluster of its own
 
 
 # ---------------------------------------------------------------------- Dask

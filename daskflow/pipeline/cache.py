@@ -280,13 +280,18 @@ DEFAULT: CachePolicy = INPUTS + TASK_SOURCE
 #: Prefect 3's default: reuse only within one flow run (config ``daskflow.cache.default-policy: prefect``).
 PREFECT_DEFAULT: CachePolicy = INPUTS + TASK_SOURCE + RUN_ID
 
-_DEFAULT_POLICIES = {"daskflow": DEFAULT, "prefect": PREFECT_DEFAULT}
 
-
-def default_policy() -> CachePolicy:
+def default_policy(persist_asked: bool = False) -> CachePolicy | None:
     """The policy of a task with no ``cache_policy``, ``cache_key_fn`` or
-    ``result_storage_key``: config ``daskflow.cache.default-policy`` picks
-    ``daskflow`` (:data:`DEFAULT`, the default) or ``prefect`` (:data:`PREFECT_DEFAULT`).
+    ``result_storage_key``, as config ``daskflow.cache.default-policy`` says.
+
+    - ``daskflow`` (the default): :data:`DEFAULT`, results reused across runs.
+    - ``prefect``: Prefect 3's rule. Prefect caches only results it persists,
+      and by default persists only what a task (or its flow) asks to persist,
+      so a task that asked (``persist_result=True``, ``result_storage=`` or
+      ``result_serializer=``; ``persist_asked``) gets :data:`PREFECT_DEFAULT`
+      (reuse within one flow run) and any other gets no cache at all. Its
+      results are still stored under a key of their run, as with :data:`NONE`.
 
     Raises
     ------
@@ -296,14 +301,16 @@ def default_policy() -> CachePolicy:
     import dask.config
 
     value = dask.config.get("daskflow.cache.default-policy", "daskflow")
-    policy = _DEFAULT_POLICIES.get(str(value).lower()) if isinstance(value, str) else None
-    if policy is None:
-        raise InvalidOptionError(
-            f"daskflow.cache.default-policy is {value!r}; use 'daskflow' (INPUTS + TASK_SOURCE: reuse across runs) "
-            "or 'prefect' (INPUTS + TASK_SOURCE + RUN_ID: reuse within a run), e.g. "
-            "dask.config.set({'daskflow.cache.default-policy': 'prefect'}) or DASK_DASKFLOW__CACHE__DEFAULT_POLICY=prefect"
-        )
-    return policy
+    choice = value.lower() if isinstance(value, str) else None
+    if choice == "daskflow":
+        return DEFAULT
+    if choice == "prefect":
+        return PREFECT_DEFAULT if persist_asked else None
+    raise InvalidOptionError(
+        f"daskflow.cache.default-policy is {value!r}; use 'daskflow' (INPUTS + TASK_SOURCE: reuse across runs) "
+        "or 'prefect' (Prefect 3's: INPUTS + TASK_SOURCE + RUN_ID for tasks that persist their result, no cache for the others), e.g. "
+        "dask.config.set({'daskflow.cache.default-policy': 'prefect'}) or DASK_DASKFLOW__CACHE__DEFAULT_POLICY=prefect"
+    )
 
 
 @dataclass(frozen=True)

@@ -489,9 +489,9 @@ class _FlowRunner:
             return self.parent.engine.runner, False
         if self.flow.task_runner is not None:
             return self.flow.task_runner.duplicate(), True
-        from ..runners.dask import DaskTaskRunner
+        from ..runners.default import default_task_runner
 
-        return DaskTaskRunner(), True
+        return default_task_runner(), True
 
     def _attempts(self, flow_run: FlowRun, runner: TaskRunner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
         flow = self.flow
@@ -709,8 +709,11 @@ def flow(__fn: Any = None, **options: Any) -> Any:
         Kept in the run record; ``name`` defaults to the function's name.
     task_runner : TaskRunner or TaskRunner class, optional
         Where tasks run (a class, e.g. ``DaskTaskRunner``, is instantiated with
-        no arguments). Default: :class:`DaskTaskRunner` with an embedded
-        LocalCluster started and closed by the run; a subflow uses its parent's.
+        no arguments). Default: config ``daskflow.task-runner``, ``dask``
+        unless set: a :class:`DaskTaskRunner` on the scheduler at Dask's
+        ``scheduler-address`` if one is set, else on an embedded LocalCluster
+        started and closed by the run (``threads``: ThreadPoolTaskRunner,
+        ``sequential``: SequentialTaskRunner). A subflow uses its parent's.
     retries, retry_delay_seconds
         Rerun the whole body when the flow run fails.
     timeout_seconds : float, optional

@@ -117,7 +117,11 @@ class RunStorage:
             policy = None if task.cache_policy is NONE else task.cache_policy
             explicit = policy is not None
         else:
-            policy, explicit = default_policy(), False
+            # Prefect persists (and so caches) when the task or its flow sets
+            # persist_result=True, a result storage or a serializer.
+            asked = task.persist_result is True or (task.persist_result is None and self.persist_result is True)
+            asked = asked or any(v is not None for v in (task.result_storage, task.result_serializer, self.result_storage, self.result_serializer))
+            policy, explicit = default_policy(asked), False
         refresh = task.refresh_cache
         if refresh is None:
             refresh = self.refresh_cache
