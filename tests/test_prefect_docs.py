@@ -8,7 +8,8 @@ written; the others run three times: on ThreadPoolTaskRunner, on this module's
 LocalCluster (picked for a flow without ``task_runner=`` with config
 ``daskflow.task-runner``: ``threads``, or ``dask`` with Dask's
 ``scheduler-address`` naming the cluster), and on ThreadPoolTaskRunner with
-``daskflow.cache.default-policy: prefect`` (Prefect 3's caching rule).
+``daskflow.cache.default-policy: prefect`` (Prefect 3's caching rule). A few
+(``EMBEDDED``) also run with no setting, each flow run on its own LocalCluster.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ XFAIL: dict[str, str] = {
     "hooks_flow_on_failure_after_retries": "a flow's default name keeps underscores (failing_flow); Prefect's turns them into hyphens",
     "states_return_state": "daskflow persists and caches by default: the 2nd identical call in a run is Cached (Prefect caches only persisted results)",
 }
+
+#: Examples also run with no setting at all: each flow run starts (and closes) its own
+#: LocalCluster, as a user's script does. A few only: each cluster costs seconds.
+EMBEDDED = {"mapping_map", "runtime_task_run_fields"}
 
 #: Known differences that config ``daskflow.cache.default-policy: prefect`` removes.
 PREFECT_MODE_FIXES = {"states_return_state"}
@@ -90,7 +95,9 @@ def _examples() -> list:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("ex_"):
                 example = node.name[3:]
                 pinned = "task_runner=" in (ast.get_source_segment(source, node) or "")
-                for variant in (["as-written"] if pinned else ["thread", "dask", "prefect-mode"]):
+                variants = ["as-written"] if pinned else ["thread", "dask", "prefect-mode"]
+                variants += ["embedded"] if example in EMBEDDED else []
+                for variant in variants:
                     failing = example in XFAIL and not (variant == "prefect-mode" and example in PREFECT_MODE_FIXES)
                     marks = [pytest.mark.xfail(strict=False, reason=XFAIL[example])] if failing else []
                     params.append(pytest.param(path.name, node.name, variant, id=f"{example}[{variant}]", marks=marks))
@@ -156,6 +163,13 @@ def default_runner(cluster):
 @pytest.mark.parametrize(("file_name", "function", "variant"), _examples())
 def test_example(file_name, function, variant, default_runner, cluster, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
+    if variant == "embedded":
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+        import dask.config
+
+        assert dask.config.get("scheduler-address", None) is None and dask.config.get("daskflow.task-runner") == "dask"
+        getattr(load(file_name), function)()
+        return
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)  # read by tests/prefect_docs/dask_runner.py
     if variant != "as-written":
         default_runner(variant)
