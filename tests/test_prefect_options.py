@@ -4,6 +4,7 @@ the setting that selects Prefect's default cache policy."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 
 import dask.config
@@ -12,6 +13,7 @@ import pytest
 from daskflow import INPUTS, NONE, DaskTaskRunner, flow, task
 from daskflow.exceptions import InvalidOptionError
 from daskflow.pipeline.hooks import HookList
+from daskflow.pipeline.task import Task
 from daskflow.runners.local import SequentialTaskRunner, ThreadPoolTaskRunner
 
 from .conftest import wait_until
@@ -267,6 +269,33 @@ def test_prefect_default_policy_caches_persisted_results_within_a_run_only():
     with dask.config.set({"daskflow.cache.default-policy": "sometimes"}):
         state = twice(9, return_state=True)
     assert state.is_failed() and "'sometimes'" in state.message and "prefect" in state.message
+
+
+def test_cache_policy_none_means_no_cache_as_in_prefect():
+    calls = []
+
+    def work(x):
+        calls.append(x)
+        return x
+
+    plain = task(work)
+    off = task(cache_policy=None)(work)
+
+    @flow(task_runner=SequentialTaskRunner())
+    def body(t, x):
+        return t(x)
+
+    for t in (off, plain.with_options(cache_policy=None), off.with_options(retries=1)):
+        calls.clear()
+        body(t, 11)
+        body(t, 11)
+        assert calls == [11, 11], t  # never reused, in a run or across runs
+    calls.clear()
+    kept = plain.with_options(retries=1)  # left out stays left out: the default policy
+    body(kept, 12)
+    body(kept, 12)
+    assert calls == [12]
+    assert off.cache_policy is NONE and plain.cache_policy is None and repr(inspect.signature(Task).parameters["cache_policy"].default) == "NotSet"
 
 
 # ------------------------------------------------------ default task runner

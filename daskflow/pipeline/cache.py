@@ -53,6 +53,7 @@ __all__ = [
     "FLOW_PARAMETERS",
     "INPUTS",
     "NONE",
+    "NOT_SET",
     "NO_CACHE",
     "RUN_ID",
     "SCHEME_VERSION",
@@ -361,8 +362,29 @@ def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str 
         return None
 
 
+class _NotSet:
+    """The default of ``cache_policy=``: the task did not choose (the configured default applies)."""
+
+    def __repr__(self) -> str:
+        return "NotSet"
+
+    def __reduce__(self) -> str:
+        return "NOT_SET"
+
+
+#: ``cache_policy=`` left out; an explicit ``None`` is :data:`NONE`, as in Prefect.
+NOT_SET: Any = _NotSet()
+
+
 def check_cache_policy(owner: str, value: Any) -> CachePolicy | None:
-    if value is None or isinstance(value, CachePolicy):
+    """A task's ``cache_policy=`` as stored: None when left out (the default policy
+    applies), :data:`NONE` for ``None`` (Prefect 3 reads ``cache_policy=None`` as
+    "no caching", and caching a result the user asked not to cache would be wrong)."""
+    if value is NOT_SET:
+        return None
+    if value is None:
+        return NONE
+    if isinstance(value, CachePolicy):
         return value
     raise InvalidOptionError(
         f"{owner}: cache_policy must be a cache policy such as INPUTS + TASK_SOURCE or NONE "

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generic, ParamSpec, Sequence, TypeVar, overloa
 from ..exceptions import InvalidOptionError, MappingLengthMismatch, MissingContextError
 from ..runners.execute import TASK_RUN_CONTEXT
 from ..storage.store import Store
-from .cache import NONE, CachePolicy, check_cache_policy, check_expiration
+from .cache import NONE, NOT_SET, CachePolicy, check_cache_policy, check_expiration
 from .context import FLOW_RUN_CONTEXT
 from .futures import TaskFuture, TaskFutureList, unmapped
 from .names import check_name_text, check_tag_texts
@@ -67,7 +67,7 @@ class Task(Generic[P, R]):
         on_completion: Hook | Sequence[Hook] | None = None,
         on_failure: Hook | Sequence[Hook] | None = None,
         resources: Mapping[str, float] | None = None,
-        cache_policy: CachePolicy | None = None,
+        cache_policy: CachePolicy | None = NOT_SET,
         cache_key_fn: Callable[..., str | None] | None = None,
         cache_expiration: datetime.timedelta | float | None = None,
         refresh_cache: bool | None = None,
@@ -117,7 +117,7 @@ class Task(Generic[P, R]):
         self.cache_expiration = check_expiration(owner, cache_expiration)
         self.refresh_cache = check_optional_bool(owner, "refresh_cache", refresh_cache)
         self.persist_result = check_optional_bool(owner, "persist_result", persist_result)
-        if persist_result is False and ((cache_policy is not None and cache_policy is not NONE) or cache_key_fn is not None):
+        if persist_result is False and ((self.cache_policy is not None and self.cache_policy is not NONE) or cache_key_fn is not None):
             raise InvalidOptionError(
                 f"{owner}: caching needs a persisted result; drop persist_result=False, or the cache_policy/cache_key_fn"
             )
@@ -157,6 +157,8 @@ class Task(Generic[P, R]):
         if unknown:
             raise InvalidOptionError(f"with_options() got unknown options {sorted(unknown)}; valid: {', '.join(self._OPTIONS)}")
         options = {name: getattr(self, name) for name in self._OPTIONS}
+        if options["cache_policy"] is None:
+            options["cache_policy"] = NOT_SET  # stored None: never chosen (an explicit None is NONE)
         options.update(changes)
         made = Task(self.fn, **options)
         made._method_kind = self._method_kind
@@ -348,7 +350,7 @@ def task(
     on_completion: Hook | Sequence[Hook] | None = None,
     on_failure: Hook | Sequence[Hook] | None = None,
     resources: Mapping[str, float] | None = None,
-    cache_policy: CachePolicy | None = None,
+    cache_policy: CachePolicy | None = NOT_SET,
     cache_key_fn: Callable[..., str | None] | None = None,
     cache_expiration: datetime.timedelta | float | None = None,
     refresh_cache: bool | None = None,
@@ -398,7 +400,7 @@ def task(__fn: Any = None, **options: Any) -> Any:
     cache_policy : CachePolicy, optional
         What the cache key is made of; default ``INPUTS + TASK_SOURCE``, so a
         rerun with the same inputs and code loads the stored result instead of
-        running. ``NONE`` turns caching off. ``version=`` is part of every key:
+        running. ``NONE`` (or ``None``, as in Prefect) turns caching off. ``version=`` is part of every key:
         bump it when a helper the task calls changes.
     cache_key_fn : callable, optional
         ``fn(context, parameters) -> str | None`` makes the key instead (Prefect's
