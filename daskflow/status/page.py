@@ -46,7 +46,6 @@ from bokeh.models import (
 )
 from bokeh.plotting import figure
 
-from .._names import name_key
 from .._times import format_duration, format_time, parse_since
 from ..exceptions import RunNotFoundError
 from . import charts
@@ -292,12 +291,7 @@ class StatusPage:
         # Newest first by when each run happens: a run not started yet by its scheduled time.
         records = sorted(records, key=charts.run_time, reverse=True)
         if not any(filters.values()):
-            # One entry per flow: hpo_kfold and hpo-kfold are one name (the filter
-            # matches both), listed as its newest run spells it.
-            flows: dict[str, str] = {}
-            for record in records:
-                flows.setdefault(name_key(record.get("flow_name") or ""), record.get("flow_name") or "")
-            self.flow_filter.options = [_ALL, *sorted(flows.values())]
+            self.flow_filter.options = [_ALL, *charts.flow_choices(records)]
         self._shown_runs_version = version
         self.runs_source.selected.indices = []
         _set_rows(self.runs_table, charts.runs_table(records))
