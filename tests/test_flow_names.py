@@ -21,7 +21,7 @@ from daskflow._names import name_key, same_name
 from daskflow.cli import cli
 from daskflow.deployments.registry import Registry
 from daskflow.deployments.serve import ManualClock, Serve
-from daskflow.exceptions import DeploymentNotFoundError
+from daskflow.exceptions import DeploymentNotFoundError, InvalidDeploymentError
 from daskflow.pipeline.entrypoints import load_flow
 from daskflow.status import charts
 from daskflow.status.state import LiveRuns
@@ -220,6 +220,8 @@ def test_an_exact_deployment_name_wins_and_two_other_spellings_are_refused_by_na
         registry.get("a-b-c")
     result = invoke("deployments", "inspect", "a_b_c", "--storage", str(store.url))
     assert_error(result, 2, "'a_b-c'", "'a-b_c'")
+    with pytest.raises(InvalidDeploymentError, match="given more than once: x-y, x_y"):
+        deploy(new_flow.to_deployment("x_y"), new_flow.to_deployment("x-y"), storage=store)
 
 
 def test_serve_by_the_new_name_fires_the_deployment_registered_under_the_old(tmp_path, project, client):
