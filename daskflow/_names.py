@@ -33,7 +33,7 @@ def name_key(name: str) -> str:
 
 
 def same_name(a: str | None, b: str | None) -> bool:
-    """Whether ``a`` and ``b`` name the same flow (equal once ``_`` is read as ``-``).
+    """Whether ``a`` and ``b`` name the same flow, run or deployment (equal once ``_`` is read as ``-``).
 
     ``None`` (a record without the field) is no name: it is the same as nothing.
 
