@@ -33,7 +33,6 @@ _PREFECT_NAME = re.compile(r"\bprefect(?:_dask)?(?=\b|\.)")
 #: example id -> why it fails on this branch (the missing daskflow feature).
 XFAIL: dict[str, str] = {
     # Known differences, listed in docs/migrating-from-prefect.md ("What still differs").
-    "hooks_flow_on_failure_after_retries": "a flow's default name keeps underscores (failing_flow); Prefect's turns them into hyphens",
     "states_return_state": "daskflow persists and caches by default: the 2nd identical call in a run is Cached (Prefect caches only persisted results)",
 }
 

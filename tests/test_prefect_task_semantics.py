@@ -212,7 +212,7 @@ def test_nested_submission_on_dask_runs_on_the_same_one_thread_worker(one_slot_c
     worker = next(iter(one_slot_cluster.scheduler_info["workers"]))
     assert addresses == [worker] * 3 and fanned == (13, 3, [3, 4])
     runs = {r["flow_name"]: r for r in _runs(_result_storage)}
-    assert {"on_dask", "where_nested-0", "fan-0", "calls_directly-0"} <= set(runs)
+    assert {"on-dask", "where_nested-0", "fan-0", "calls_directly-0"} <= set(runs)  # the flow on-dask; runs named after task runs
     assert all(r["state"]["name"] == "Completed" for r in runs.values())
 
 

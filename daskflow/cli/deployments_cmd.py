@@ -43,6 +43,14 @@ def _get(registry: Any, name: str) -> dict[str, Any]:
         raise CLIError(str(exc), EXIT_FAILED) from None
 
 
+def _named(deployments: list[Any], name: str) -> Any:
+    """The deployment of the file called ``name``, else called so in the other spelling (``a_b``, ``a-b``)."""
+    from .._names import same_name
+
+    exact = [d for d in deployments if d.name == name]
+    return (exact or [d for d in deployments if same_name(d.name, name)] or [None])[0]
+
+
 # ---------------------------------------------------------------------- deploy
 @click.command("deploy")
 @click.argument("names", nargs=-1, metavar="[NAME ...]")
@@ -72,11 +80,12 @@ def deploy_command(names: tuple[str, ...], deploy_all: bool, path: str, storage:
     except InvalidOptionError as exc:
         raise CLIError(str(exc)) from None
     if names:
-        known = {d.name: d for d in deployments}
-        missing = [n for n in names if n not in known]
+        chosen = [_named(deployments, n) for n in names]
+        missing = [n for n, d in zip(names, chosen) if d is None]
         if missing:
-            raise CLIError(f"{path} has no deployment {', '.join(map(repr, missing))}; it has: {', '.join(sorted(known)) or 'none'}")
-        deployments = [known[n] for n in names]
+            known = sorted(d.name for d in deployments)
+            raise CLIError(f"{path} has no deployment {', '.join(map(repr, missing))}; it has: {', '.join(known) or 'none'}")
+        deployments = [d for d in chosen if d is not None]
     store = open_store(storage or file_storage)
     try:
         records = deploy(*deployments, storage=store)

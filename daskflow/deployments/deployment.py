@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .._names import name_key
 from ..exceptions import FlowImportError, InvalidDeploymentError, InvalidOptionError, InvalidScheduleError, ParameterValidationError
 from ..masking import secrets_in
 from ..pipeline.names import check_tag_texts
@@ -209,8 +210,10 @@ class Deployment:
             schedules.append({**schedule.to_dict(), "id": schedule.id})
         record = {
             "format": FORMAT,
-            "id": self.id,
-            "name": self.name,
+            # Registered before under the other spelling (``nightly_train``): that record is
+            # updated, keeping its name and id, so its schedules' fire records and cursors go on.
+            "id": (previous or {}).get("id", self.id),
+            "name": (previous or {}).get("name", self.name),
             "flow_name": flow.name,
             "entrypoint": entrypoint,
             "code": ref.to_dict(),
@@ -258,8 +261,9 @@ def deploy(*deployments: Deployment, storage: Store | str | None = None) -> list
     for item in deployments:
         if not isinstance(item, Deployment):
             raise InvalidDeploymentError(f"deploy() takes deployments made with flow.to_deployment(...), got {item!r}")
-    names = [d.name for d in deployments]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    # Names in either spelling (``a_b``, ``a-b``) are one deployment's name.
+    names = [name_key(d.name) for d in deployments]
+    repeated = sorted({d.name for d in deployments if names.count(name_key(d.name)) > 1})
     if repeated:
         raise InvalidDeploymentError(f"deployment names must be unique; given more than once: {', '.join(repeated)}")
     store = resolve_store(storage)

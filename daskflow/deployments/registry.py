@@ -24,6 +24,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from .._names import same_name
 from ..exceptions import CorruptedResultError, DeploymentNotFoundError, InvalidDeploymentError
 from ..storage.store import Store
 
@@ -101,20 +102,35 @@ class Registry:
             return None
 
     def get(self, name: str) -> dict[str, Any]:
-        """The deployment called ``name``.
+        """The deployment called ``name``, or else the one called so in the other
+        spelling (``nightly_train`` for ``nightly-train``, see :func:`~daskflow._names.same_name`).
+
+        A deployment's default name is its flow's, and a flow's default name
+        became hyphenated: a deployment registered before keeps its underscores
+        and is still found (and updated in place when registered again).
 
         Raises
         ------
         DeploymentNotFoundError
-            If there is none (the message says how to list them).
+            If there is none, or several in the other spelling (the message says how to list them).
         """
         try:
             data = self.store.get(f"{DEPLOYMENTS}/{deployment_id(name)}.json")
         except FileNotFoundError:
+            pass
+        else:
+            return self._verified(data, name)
+        # The id is a hash of the exact name: the other spelling needs the listing.
+        spelled = [record for record in self.all() if same_name(record["name"], name)]
+        if len(spelled) == 1:
+            return spelled[0]
+        listing = f"list them with `daskflow deployments ls --storage {self.store.url}`"
+        if spelled:
             raise DeploymentNotFoundError(
-                f"no deployment {name!r} in {self.store.url}; list them with `daskflow deployments ls --storage {self.store.url}`"
-            ) from None
-        return self._verified(data, name)
+                f"no deployment {name!r} in {self.store.url}, and {len(spelled)} spelled like it "
+                f"({', '.join(repr(r['name']) for r in spelled)}); give one of those names exactly"
+            )
+        raise DeploymentNotFoundError(f"no deployment {name!r} in {self.store.url}; {listing}")
 
     def all(self) -> list[dict[str, Any]]:
         """Every deployment, sorted by name (one listing and one concurrent read)."""
@@ -133,8 +149,8 @@ class Registry:
 
     def remove(self, name: str) -> None:
         """Delete the deployment called ``name`` (its runs and fire records stay)."""
-        self.get(name)
-        self.store.delete(f"{DEPLOYMENTS}/{deployment_id(name)}.json")
+        record = self.get(name)
+        self.store.delete(f"{DEPLOYMENTS}/{deployment_id(record['name'])}.json")
         self.touch()
 
     def _verified(self, data: bytes, what: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from .. import config
+from .._names import same_name
 from ..exceptions import InvalidOptionError, StorageError
 from ..storage.records import RUNS, RunWriter
 from ..storage.store import Store
@@ -347,7 +348,7 @@ class Serve:
         wanted = {
             r["id"]: r
             for r in records
-            if (self.names is None or r["name"] in self.names) and (self.queues is None or r.get("work_queue_name") in self.queues)
+            if self._named(r["name"]) and (self.queues is None or r.get("work_queue_name") in self.queues)
         }
         self._deployments = wanted
         entries: dict[tuple[str, str], _Entry] = {}
@@ -568,7 +569,7 @@ class Serve:
             request = request_of(record)
             if request is None or request.run_id in self._inflight:
                 continue
-            if (self.names is not None and request.deployment["name"] not in self.names) or (
+            if not self._named(request.deployment["name"]) or (
                 self.queues is not None and request.queue not in self.queues
             ):
                 continue
@@ -672,6 +673,10 @@ class Serve:
             "scheduled_time": request.scheduled_time,
         }
         self.notifier.notify(run, state_name, message)
+
+    def _named(self, name: str) -> bool:
+        """Whether this loop serves the deployment called ``name`` (names in either spelling, see ``same_name``)."""
+        return self.names is None or any(same_name(name, wanted) for wanted in self.names)
 
     def _waiting_reason(self, queue_name: str, now: float) -> str:
         """Why a run of ``queue_name`` cannot start now, if the cluster says so ('' if it can)."""

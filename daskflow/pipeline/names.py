@@ -14,7 +14,8 @@ place showing or storing it can hold as given:
 * at most :data:`MAX_NAME_LENGTH` characters.
 
 Names are kept exactly as given, with no Unicode normalisation: the NFC and NFD
-spellings of ``é`` are two different names (and ``--flow`` matches one).
+spellings of ``é`` are two different names (and ``--flow`` matches one). Lookups
+by name read ``_`` and ``-`` as one character (:func:`daskflow._names.same_name`).
 """
 
 from __future__ import annotations

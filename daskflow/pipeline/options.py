@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Sequence
 
+from .._names import name_key
 from ..exceptions import InvalidOptionError
 from .hooks import HookList
 
@@ -97,8 +98,17 @@ def check_timeout(owner: str, timeout: float | None) -> float | None:
 
 
 def check_name(fn: Callable[..., Any], name: str | None, kind: str) -> str:
+    """``name``, or the default one: a task's is its function's name; a flow's, as in
+    Prefect 3, that name with ``_`` turned into ``-`` (a lambda is ``unknown-lambda``).
+
+    The flow default is the function name's :func:`~daskflow._names.name_key`, so
+    lookups still find runs and deployments recorded under the function name
+    (daskflow's old default). An explicit ``name`` is kept as given.
+    """
     if name is None:
         name = getattr(fn, "__name__", None) or type(fn).__name__
+        if kind == "flow":
+            name = "unknown-lambda" if name == "<lambda>" else name_key(name)
     if not isinstance(name, str) or not name.strip():
         raise InvalidOptionError(f"{kind} name must be a non-empty string, got {name!r}")
     return name

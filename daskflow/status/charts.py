@@ -12,6 +12,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from .._names import name_key
 from .._times import format_duration, format_time
 from .deployments import is_waiting
 
@@ -23,6 +24,7 @@ __all__ = [
     "Timeline",
     "dependency_graph",
     "deployments_table",
+    "flow_choices",
     "run_time",
     "runs_table",
     "state_color",
@@ -92,6 +94,20 @@ def _tasks_text(record: dict[str, Any]) -> str:
         return (f"scheduled for {format_time(when)}" if when else "not started") + (f": {message}" if message else "")
     cached = record.get("cached") or 0
     return _counts_text(counts) + (f" ({cached} cached)" if cached else "")
+
+
+def flow_choices(records: list[dict[str, Any]]) -> list[str]:
+    """The flow filter's names, sorted: one per flow, as its newest run (``records`` newest first) spells it.
+
+    ``hpo_kfold`` and ``hpo-kfold`` are one flow (the filter matches both, see
+    :func:`~daskflow._names.same_name`), so a history older than hyphenated
+    default names lists it once.
+    """
+    flows: dict[str, str] = {}
+    for record in records:
+        name = record.get("flow_name") or ""
+        flows.setdefault(name_key(name), name)
+    return sorted(flows.values())
 
 
 def runs_table(records: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:

@@ -291,8 +291,7 @@ class StatusPage:
         # Newest first by when each run happens: a run not started yet by its scheduled time.
         records = sorted(records, key=charts.run_time, reverse=True)
         if not any(filters.values()):
-            flows = sorted({r.get("flow_name") or "" for r in records})
-            self.flow_filter.options = [_ALL, *flows]
+            self.flow_filter.options = [_ALL, *charts.flow_choices(records)]
         self._shown_runs_version = version
         self.runs_source.selected.indices = []
         _set_rows(self.runs_table, charts.runs_table(records))

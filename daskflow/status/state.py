@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._names import same_name
 from ..exceptions import InvalidOptionError, RunNotFoundError
 from ..storage.records import matches_filters, run_ended
 from .charts import run_time
@@ -246,6 +247,8 @@ class LiveRuns:
             if len(matches) == 1:
                 return matches[0]
         named = [run for run in self._runs.values() if run.record.get("name") == ref]
+        # Else the name in its other spelling (a run of a flow named before flow names had hyphens).
+        named = named or [run for run in self._runs.values() if same_name(run.record.get("name"), ref)]
         if len(named) == 1:
             return named[0]
         raise RunNotFoundError(f"no live run {ref!r} on this scheduler; it may have been dropped, see its stored history")

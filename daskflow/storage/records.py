@@ -39,6 +39,7 @@ from typing import Any
 
 import dask.config
 
+from .._names import same_name
 from ..exceptions import RunNotFoundError, StorageError
 from .store import Store
 
@@ -331,7 +332,8 @@ class History:
         return out
 
     def resolve(self, ref: str) -> RunEntry:
-        """The run whose id, id prefix (6+ characters) or name is ``ref``.
+        """The run whose id, id prefix (6+ characters) or name is ``ref`` (a name
+        in either spelling, ``hpo_kfold-1a2b3c4d`` or ``hpo-kfold-1a2b3c4d``).
 
         Raises
         ------
@@ -354,6 +356,7 @@ class History:
             candidates = [e for e in entries if e.run_id.startswith(head)]
             records = self._read_runs(candidates)
             named = [e for e, r in zip(candidates, records) if r is not None and r.get("name") == ref]
+            named = named or [e for e, r in zip(candidates, records) if r is not None and same_name(r.get("name"), ref)]
             if len(named) == 1:
                 return named[0]
         raise RunNotFoundError(
@@ -521,9 +524,11 @@ def matches_filters(
 ) -> bool:
     """Whether a flow-run record passes the filters of ``daskflow runs ls`` (and the status page).
 
-    ``state`` matches a state's name or type, in any case (``failed``, ``TimedOut``).
+    ``flow`` matches the flow's name in either spelling (``hpo_kfold`` and
+    ``hpo-kfold``, see :func:`~daskflow._names.same_name`); ``state`` matches a
+    state's name or type, in any case (``failed``, ``TimedOut``).
     """
-    if flow and record.get("flow_name") != flow:
+    if flow and not same_name(record.get("flow_name"), flow):
         return False
     if state:
         wanted = state.lower()
