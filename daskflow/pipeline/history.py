@@ -81,6 +81,7 @@ def task_record(tr: TaskRun) -> dict[str, Any]:
         "result_url": tr.result_url,
         "reloads": tr.reloads,
         "storage_retries": tr.storage_retries,
+        "nested_runs": [list(run) for run in list(tr.nested_runs)],
     }
 
 
@@ -116,6 +117,9 @@ def run_record(flow_run: FlowRun, now: float | None = None) -> dict[str, Any]:
         "start_time": flow_run.start_time,
         "end_time": flow_run.end_time,
         "parent_flow_run_id": flow_run.parent_flow_run_id,
+        "parent_flow_run_name": flow_run.parent_flow_run_name,
+        "parent_task_run_id": flow_run.parent_task_run_id,
+        "parent_task_run_name": flow_run.parent_task_run_name,
         "subflow_run_ids": [sub.id for sub in list(flow_run.subflow_runs)],
         "result_storage": flow_run.result_storage,
         "history_url": flow_run.history_url,
