@@ -178,7 +178,11 @@ def test_on_dask_a_cancelled_parent_task_cancels_its_nested_run(cluster, _result
             thread.join(30)
             assert states[0].is_cancelled()
             (nested,) = _by_flow(_history(_result_storage))["starts_children-0"]
-            assert nested["parent_flow_run_id"] == states[0].run.id and nested["parent_task_run_name"] == "starts_children-0"
+            top = states[0].run
+            assert (nested["parent_flow_run_id"], nested["parent_flow_run_name"]) == (top.id, top.name)
+            assert nested["parent_task_run_name"] == "starts_children-0"
+            # The worker's report reached the driver: the parent's task run lists it.
+            assert top.task_run("starts_children-0").nested_runs == [[nested["id"], nested["name"]]]
         finally:
             DaskEvent(f"{name}-release", client=client).set()
 
@@ -197,6 +201,11 @@ def test_on_dask_parents_fan_out_through_the_workers_own_client(cluster, _result
     runs = _by_flow(history)
     assert sorted(n for n in runs if n != "fans") == [f"parent_of_two-{i}" for i in range(4)]
     assert all(len(r) == 1 and r[0]["state"]["name"] == "Completed" for r in runs.values())
+    tasks = {t["name"]: t for t in history.tasks(history.resolve(runs["fans"][0]["id"]))}
+    for name, (record,) in runs.items():
+        if name != "fans":
+            assert record["parent_task_run_id"] == tasks[name]["id"]
+            assert tasks[name]["nested_runs"] == [[record["id"], record["name"]]]
     # One client per worker process, none per parent task.
     clients = {r["runner"] for name, (r,) in runs.items() if name != "fans"}
     assert clients == {"DaskTaskRunner()"}
