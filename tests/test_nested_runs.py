@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from distributed import Client, LocalCluster
 from distributed import Event as DaskEvent
 
-from daskflow import DaskTaskRunner, History, Store, flow, task
+from daskflow import DaskTaskRunner, History, Store, flow, runtime, task
 from daskflow.cache_policies import NONE
 from daskflow.cli import cli
 from daskflow.exceptions import CancelledRun
@@ -34,6 +34,16 @@ def fan(x: int) -> list[int]:
     return add.map([x, x + 1]).result()
 
 
+@task
+def parent_seen() -> str | None:
+    return runtime.flow_run.parent_flow_run_id
+
+
+@task
+def asks_for_parent() -> str | None:
+    return parent_seen.submit().result()
+
+
 def _history(store) -> History:
     return History(Store(str(store)))
 
@@ -47,10 +57,12 @@ def _by_flow(history: History) -> dict[str, list[dict]]:
 
 def test_nested_run_names_its_parent_and_the_parent_lists_it(_result_storage):
     @flow(task_runner=ThreadPoolTaskRunner())
-    def parent() -> list[int]:
-        return fan(1)
+    def parent() -> tuple[list[int], str | None]:
+        return fan(1), asks_for_parent()
 
-    assert parent() == [2, 3]
+    # A nested run is no subflow: its tasks see no parent flow run, as on Dask
+    # (and as in Prefect, where they are task runs of the same flow run).
+    assert parent() == ([2, 3], None)
     history = _history(_result_storage)
     runs = _by_flow(history)
     (top,), (nested,) = runs["parent"], runs["fan-0"]  # the nested run is in history once

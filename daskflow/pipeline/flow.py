@@ -360,10 +360,7 @@ class _FlowRunner:
             parent_flow_run_id=self.parent.flow_run.id if self.parent else None,
             parent_flow_run_name=self.parent.flow_run.name if self.parent else None,
         )
-        if self.started_by is not None:
-            link = self.started_by
-            flow_run.parent_flow_run_id, flow_run.parent_flow_run_name = link.flow_run_id, link.flow_run_name
-            flow_run.parent_task_run_id, flow_run.parent_task_run_name = link.task_run_id, link.task_run_name
+        flow_run.started_by = self.started_by
         if plan is not None:
             flow_run.created = plan.created
             flow_run.deployment_id = plan.deployment_id

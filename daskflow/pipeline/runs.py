@@ -152,10 +152,11 @@ class FlowRun:
     runner: str = ""
     parent_flow_run_id: str | None = None
     parent_flow_run_name: str | None = None
-    #: The task run whose body started this run (its task runs' own run, see
-    #: daskflow.pipeline.nested), in the run ``parent_flow_run_id``.
-    parent_task_run_id: str | None = None
-    parent_task_run_name: str | None = None
+    #: The task run whose body started this run for its own task runs
+    #: (daskflow.pipeline.nested). Its flow run is this run's parent in the
+    #: record, but not a subflow's parent: ``runtime.flow_run.parent_flow_run_id``
+    #: stays None in the nested run's tasks, on every runner.
+    started_by: ParentTaskRun | None = None
     #: The default store of this run's results.
     result_storage: str | None = None
     state: State = field(default_factory=Pending)
