@@ -234,8 +234,8 @@ def _nested_runner() -> tuple[TaskRunner, Callable[[], None] | None]:
         return ThreadPoolTaskRunner(), None
     from distributed import get_client
 
-    # The worker's own client (made once per worker process; a new Client per
-    # parent costs a connection and about a second). The children need worker
+    # The worker's own client, made once per worker process (a new Client per
+    # parent cost a connection to the scheduler each). The children need worker
     # slots; the parent only waits for them (what distributed.worker_client does).
     client = get_client()
     seceded = ensure_seceded()
