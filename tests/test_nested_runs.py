@@ -78,6 +78,11 @@ def test_nested_run_names_its_parent_and_the_parent_lists_it(_result_storage):
     shown = CliRunner().invoke(cli, ["runs", "show", top["id"][:8]])
     assert f"nested runs  {nested['name']} ({nested['id']}) from fan-0" in shown.output
 
+    from daskflow.status.page import _run_header  # the status page's run view
+
+    header = _run_header(nested)
+    assert f"<td>{top['name']} ({top['id']})</td>" in header and "Started by task run</th><td>fan-0</td>" in header
+
 
 def _blocking_flow(runner, started, release, engines):
     """A parent whose task body runs one child that blocks and queues another after it."""
@@ -170,6 +175,7 @@ def cluster():
         yield cluster
 
 
+@pytest.mark.slow
 def test_on_dask_a_cancelled_parent_task_cancels_its_nested_run(cluster, _result_storage):
     name = f"nested-{id(_result_storage)}"
 
@@ -199,6 +205,7 @@ def test_on_dask_a_cancelled_parent_task_cancels_its_nested_run(cluster, _result
             DaskEvent(f"{name}-release", client=client).set()
 
 
+@pytest.mark.slow
 def test_on_dask_parents_fan_out_through_the_workers_own_client(cluster, _result_storage):
     @task
     def parent_of_two(x: int) -> list[int]:
