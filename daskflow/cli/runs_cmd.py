@@ -129,9 +129,14 @@ def runs_show(run: str, storage: str | None, tracebacks: bool, as_json: bool) ->
         ("history", record.get("history_url") or "-"),
     ]
     if record.get("parent_flow_run_id"):
-        header.append(("parent run", record["parent_flow_run_id"]))
+        header.append(("parent run", _named(record.get("parent_flow_run_name"), record["parent_flow_run_id"])))
+    if record.get("parent_task_run_id"):
+        header.append(("started by", _started_by(record)))
     if record.get("subflow_run_ids"):
         header.append(("subflow runs", ", ".join(record["subflow_run_ids"])))
+    nested = [(t["name"], run) for t in tasks for run in t.get("nested_runs") or ()]
+    if nested:
+        header.append(("nested runs", ", ".join(f"{_named(run[1] if len(run) > 1 else None, run[0])} from {name}" for name, run in nested)))
     width = max(len(k) for k, _ in header)
     lines = [f"{k.ljust(width)}  {v}" for k, v in header]
     if tasks:
@@ -148,6 +153,18 @@ def runs_show(run: str, storage: str | None, tracebacks: bool, as_json: bool) ->
     if record.get("traceback"):
         lines += ["", "The flow run's error:", record["traceback"]]
     click.echo("\n".join(lines))
+
+
+def _named(name: str | None, run_id: str) -> str:
+    return f"{name} ({run_id})" if name else run_id
+
+
+def _started_by(record: dict[str, Any]) -> str:
+    """What started a nested run (daskflow.pipeline.nested): ``task run X of run Y (id)``."""
+    return (
+        f"task run {record.get('parent_task_run_name') or record.get('parent_task_run_id')} "
+        f"of run {_named(record.get('parent_flow_run_name'), record.get('parent_flow_run_id') or '?')}"
+    )
 
 
 def _task_duration(task: dict[str, Any]) -> float | None:

@@ -841,6 +841,12 @@ class FlowRunEngine:
         for artifact in report.get("arts", ()):
             merge_artifact(self.flow_run, artifact, record)
         record.storage_retries += int(report.get("sr") or 0)  # every attempt's, stale ones included
+        if report.get("ev") == "nested":
+            # The attempt's body started a flow run of its own tasks (pipeline/nested.py).
+            record.nested_runs.append([str(part) for part in report.get("nested") or ()])
+            if record.listener is not None:
+                record.listener(record)  # recorded now, not at the task run's next state
+            return
         if report.get("reused") and report.get("ev") == "end":
             # The attempt found the result already committed (Dask recomputing a
             # result lost with its worker, or another run of the same key) and

@@ -64,7 +64,7 @@ from .parameters import ParameterModel
 from .persistence import RunStorage
 from .retries import RetryDelay, retry_delay, validate_retry_options
 from .run_names import RunName, check_run_name, resolve_run_name
-from .runs import FlowRun, RunPlan
+from .runs import FlowRun, ParentTaskRun, RunPlan
 from .states import Cancelled, Completed, Crashed, Failed, Running, State, TimedOut
 
 __all__ = ["Flow", "flow"]
@@ -330,8 +330,10 @@ class Flow(Generic[P, R]):
 class _FlowRunner:
     """Everything one call of a flow does, start to end."""
 
-    def __init__(self, flow: Flow[Any, Any]) -> None:
+    def __init__(self, flow: Flow[Any, Any], started_by: ParentTaskRun | None = None) -> None:
         self.flow = flow
+        #: The task run whose body this run serves (daskflow.pipeline.nested).
+        self.started_by = started_by
         parent = FLOW_RUN_CONTEXT.get()
         # A flow called inside a task (on a worker, or a local runner's thread) is
         # its own top-level run, not a subflow of the flow that ran the task.
@@ -356,7 +358,9 @@ class _FlowRunner:
             parameters={},
             tags=run_tags((*flow.tags, *plan.tags) if plan is not None else flow.tags),
             parent_flow_run_id=self.parent.flow_run.id if self.parent else None,
+            parent_flow_run_name=self.parent.flow_run.name if self.parent else None,
         )
+        flow_run.started_by = self.started_by
         if plan is not None:
             flow_run.created = plan.created
             flow_run.deployment_id = plan.deployment_id
@@ -474,7 +478,7 @@ class _FlowRunner:
             # the run goes on, unrecorded.
             logger.warning("Flow run %r - its history cannot be recorded: %s", flow_run.name, exc)
             return None
-        recorder = RunRecorder(flow_run, store, sweep=self.parent is None)
+        recorder = RunRecorder(flow_run, store, sweep=self.parent is None and self.started_by is None)
         recorder.on_cancel = self._cancel_requested
         recorder.start()
         return recorder

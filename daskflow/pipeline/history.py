@@ -81,6 +81,7 @@ def task_record(tr: TaskRun) -> dict[str, Any]:
         "result_url": tr.result_url,
         "reloads": tr.reloads,
         "storage_retries": tr.storage_retries,
+        "nested_runs": [list(run) for run in list(tr.nested_runs)],
     }
 
 
@@ -103,6 +104,7 @@ def artifact_record(artifact: Artifact) -> dict[str, Any]:
 
 def run_record(flow_run: FlowRun, now: float | None = None) -> dict[str, Any]:
     """A flow run as JSON (parameters and messages masked); ``now`` is its heartbeat."""
+    link = flow_run.started_by
     return {
         "format": FORMAT,
         "id": flow_run.id,
@@ -115,7 +117,11 @@ def run_record(flow_run: FlowRun, now: float | None = None) -> dict[str, Any]:
         "state_history": [state_record(s) for s in list(flow_run.state_history)],
         "start_time": flow_run.start_time,
         "end_time": flow_run.end_time,
-        "parent_flow_run_id": flow_run.parent_flow_run_id,
+        # The run that started this one: as a subflow, or through a task run (nested).
+        "parent_flow_run_id": link.flow_run_id if link else flow_run.parent_flow_run_id,
+        "parent_flow_run_name": link.flow_run_name if link else flow_run.parent_flow_run_name,
+        "parent_task_run_id": link.task_run_id if link else None,
+        "parent_task_run_name": link.task_run_name if link else None,
         "subflow_run_ids": [sub.id for sub in list(flow_run.subflow_runs)],
         "result_storage": flow_run.result_storage,
         "history_url": flow_run.history_url,

@@ -6,11 +6,11 @@ import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .states import Pending, State
 
-__all__ = ["Artifact", "FlowRun", "LogLine", "RunPlan", "TaskRun"]
+__all__ = ["Artifact", "FlowRun", "LogLine", "ParentTaskRun", "RunPlan", "TaskRun"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,9 @@ class TaskRun:
     #: Transient storage errors (timeouts, throttling, 5xx, resets) its attempts
     #: retried (config ``daskflow.storage.retries``).
     storage_retries: int = 0
+    #: The flow runs of the task runs its body called, submitted or mapped
+    #: (daskflow.pipeline.nested): ``[id, name]`` each.
+    nested_runs: list[list[str]] = field(default_factory=list)
     #: Told of every state change (the run history records changed task runs).
     listener: Callable[[TaskRun], None] | None = field(default=None, repr=False, compare=False)
 
@@ -127,6 +130,15 @@ class TaskRun:
         return self.end_time - self.start_time
 
 
+class ParentTaskRun(NamedTuple):
+    """The task run whose body started a flow run, and its flow run."""
+
+    flow_run_id: str
+    flow_run_name: str | None
+    task_run_id: str
+    task_run_name: str
+
+
 @dataclass(eq=False)
 class FlowRun:
     """One call of a flow: its parameters, states, task runs and logs."""
@@ -139,6 +151,12 @@ class FlowRun:
     tags: tuple[str, ...] = ()
     runner: str = ""
     parent_flow_run_id: str | None = None
+    parent_flow_run_name: str | None = None
+    #: The task run whose body started this run for its own task runs
+    #: (daskflow.pipeline.nested). Its flow run is this run's parent in the
+    #: record, but not a subflow's parent: ``runtime.flow_run.parent_flow_run_id``
+    #: stays None in the nested run's tasks, on every runner.
+    started_by: ParentTaskRun | None = None
     #: The default store of this run's results.
     result_storage: str | None = None
     state: State = field(default_factory=Pending)

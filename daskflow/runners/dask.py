@@ -40,7 +40,7 @@ from .execute import (
     load_stored,
 )
 
-__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "cluster_client", "ensure_seceded", "hold_slots", "in_worker_task"]
+__all__ = ["REPORT_TOPIC", "DaskTaskRunner", "cluster_client", "ensure_seceded", "hold_slots", "in_worker_task", "key_released"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, sealed: SealedArgum
     publish = _Publisher(worker)
     try:
         with hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext():
-            value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
+            value, report = execute_attempt(fn, spec, args, kwargs, publish, key, lambda: key_released(worker, key))
         if spec.result is None and not str(worker.address).startswith("inproc://"):
             _check_transferable(value, spec, report)
     except (AttemptError, InputLoadError) as exc:
@@ -151,6 +151,16 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, sealed: SealedArgum
     # a start after an end is Dask recomputing a result lost with its worker.
     publish(report)
     return value
+
+
+def key_released(worker: Any, key: Any) -> bool:
+    """Whether the scheduler has let go of the running task ``key`` on ``worker``
+    (its future was cancelled): the worker keeps running it, as ``cancelled``,
+    and forgets its result when it ends."""
+    # A plain dict read from a thread other than the worker's event loop: the
+    # GIL makes it atomic, and a stale answer is corrected at the next look.
+    state = worker.state.tasks.get(key)
+    return state is None or state.state in ("cancelled", "released")
 
 
 def _check_transferable(value: Any, spec: AttemptSpec, report: dict[str, Any]) -> None:
@@ -704,10 +714,30 @@ class DaskTaskRunner(TaskRunner):
         #: True when the client is a worker's own (a flow run inside a Dask task).
         self._borrowed = False
         self._seceded = False
+        #: A client to use instead of making one (see :meth:`on_client`).
+        self._lent: Any = None
         self._watch: _NoWorkersWatch | None = None
         #: Large arguments sent once this run: id -> (value, future); the value is
         #: kept so its id cannot be reused by another object while the run lasts.
         self._shared: dict[int, tuple[Any, Any]] = {}
+
+    @classmethod
+    def on_client(cls, client: Any) -> DaskTaskRunner:
+        """A runner whose runs use ``client`` (a worker's own) and leave it open.
+
+        For task runs started inside a Dask task: the worker's client is made
+        once per worker, where a new ``Client`` costs a connection per run.
+        The caller secedes and rejoins its thread itself.
+        """
+        runner = cls()
+        runner._lent = client
+        return runner
+
+    def duplicate(self) -> DaskTaskRunner:
+        runner = super().duplicate()
+        assert isinstance(runner, DaskTaskRunner)
+        runner._lent = self._lent
+        return runner
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -743,7 +773,10 @@ class DaskTaskRunner(TaskRunner):
         from distributed import Client
 
         client_kwargs = {"set_as_default": False, **(self.client_kwargs or {})}
-        if self.address is None and self.cluster_class is None and not self.cluster_kwargs and in_worker_task():
+        if self._lent is not None:
+            self._client = self._lent
+            self._borrowed = True
+        elif self.address is None and self.cluster_class is None and not self.cluster_kwargs and in_worker_task():
             from distributed import get_client
 
             # Already on a cluster: use it (a LocalCluster cannot start inside a

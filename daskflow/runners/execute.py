@@ -275,6 +275,14 @@ class TaskRunContext:
     nested: Any = None
     nested_inline: Any = None
     on_end: list[Callable[[], None]] = field(default_factory=list)
+    #: The attempt's Dask key, if it has one.
+    key: str | None = None
+    #: Whether the driver has cancelled this attempt's task run (its runner
+    #: says; None: it cannot tell). The nested runs watch it to end with it.
+    cancelled: Callable[[], bool] | None = None
+    #: Why the attempt's nested runs must stop instead of being waited for
+    #: (the attempt timed out or was interrupted), once it is known.
+    abandon: str | None = None
     #: The function and its loaded arguments (``runtime.task_run.parameters``).
     call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
 
@@ -331,6 +339,13 @@ class TaskRunContext:
             self.changed[artifact_id] = found
         self._send_if_due()
         return True
+
+    def announce_nested(self, flow_run_id: str, flow_run_name: str) -> None:
+        """Tell the driver this task run started the flow run ``flow_run_id`` (its
+        task record lists it), and say so in the task run's log."""
+        self.add_line(time.time(), logging.INFO, f"its own task runs go to the flow run {flow_run_name!r} ({flow_run_id})")
+        if self.publish is not None:
+            self.publish(_message(self.spec, "nested", nested=[flow_run_id, flow_run_name]))
 
 
 TASK_RUN_CONTEXT: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
@@ -518,6 +533,7 @@ def execute_attempt(
     kwargs: dict[str, Any],
     publish: Publish | None = None,
     key: str | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``fn(*args, **kwargs)`` as attempt ``spec.attempt`` of a task run.
 
@@ -536,7 +552,7 @@ def execute_attempt(
     AttemptError
         For every way the attempt can end without a value; it carries the report.
     """
-    context = TaskRunContext(spec, publish=publish)
+    context = TaskRunContext(spec, publish=publish, key=key, cancelled=cancelled)
     # The task's own secrets (SecretStr arguments) are masked in its logs and errors.
     add_secrets(secrets_in((args, kwargs)))
     if spec.log_prints:
@@ -576,6 +592,10 @@ def execute_attempt(
             kind = "crashed"
         else:
             kind = "failed"
+        if kind != "failed":
+            # The body may still be running (a timeout cannot stop its thread):
+            # its nested task runs are cancelled, not waited for.
+            context.abandon = f"the task run {spec.task_run_name!r} that started them {kind.replace('_', ' ')}: {exc}"
         report = _report(spec, started, context, key)
         # Masked in place before anything formats or pickles it (the driver, and
         # Dask's pages, see its arguments, notes and causes); an exception whose

@@ -16,6 +16,9 @@ from .execute import execute_attempt
 
 __all__ = ["ConcurrentTaskRunner", "SequentialTaskRunner", "ThreadPoolTaskRunner"]
 
+#: Set on a running attempt's handle that the driver cancelled.
+_CANCELLED = "daskflow_cancelled"
+
 
 class _InProcessRunner(TaskRunner):
     """Shared machinery: handles are ``concurrent.futures.Future`` objects."""
@@ -32,7 +35,7 @@ class _InProcessRunner(TaskRunner):
     def unsubscribe(self, flow_run_id: str) -> None:
         self._sinks.pop(flow_run_id, None)
 
-    def _execute(self, call: AttemptCall) -> Any:
+    def _execute(self, call: AttemptCall, handle: Future) -> Any:
         """Resolve upstream handles, then run the attempt; an upstream error fails
         this attempt with the same error without running it (as Dask does)."""
         for upstream in find_instances((call.args, call.kwargs, call.wait_for), Future):
@@ -47,7 +50,7 @@ class _InProcessRunner(TaskRunner):
             if sink is not None:
                 sink({**message, "worker": worker})
 
-        value, report = execute_attempt(call.fn, call.spec, args, kwargs, publish, call.key)
+        value, report = execute_attempt(call.fn, call.spec, args, kwargs, publish, call.key, lambda: getattr(handle, _CANCELLED, False))
         publish(report)
         return value
 
@@ -68,7 +71,10 @@ class _InProcessRunner(TaskRunner):
 
     def cancel(self, handles: Sequence[Future]) -> None:
         for handle in handles:
-            handle.cancel()
+            if not handle.cancel():
+                # Running: its thread cannot be stopped, but the attempt sees the
+                # mark and cancels the task runs its body started.
+                setattr(handle, _CANCELLED, True)
 
 
 class SequentialTaskRunner(_InProcessRunner):
@@ -122,7 +128,7 @@ class SequentialTaskRunner(_InProcessRunner):
                     if not handle.set_running_or_notify_cancel():
                         continue
                     try:
-                        handle.set_result(self._execute(call))
+                        handle.set_result(self._execute(call, handle))
                     except BaseException as exc:
                         handle.set_exception(exc)
             finally:
@@ -175,7 +181,7 @@ class ConcurrentTaskRunner(_InProcessRunner):
                 return  # cancelled while waiting for its inputs
             assert self._pool is not None
             try:
-                inner = self._pool.submit(self._execute, call)
+                inner = self._pool.submit(self._execute, call, handle)
             except RuntimeError as exc:  # pool shut down
                 handle.set_exception(CancelledError(str(exc)))
                 return

@@ -597,6 +597,8 @@ class StatusPage:
         ]
         if task.get("result_url"):
             parts.append(f"result: {task['result_url']}")
+        if task.get("nested_runs"):
+            parts.append("its own task runs: " + ", ".join(_named_run(run[-1], run[0]) or "" for run in task["nested_runs"]))
         if task.get("traceback") or task.get("error"):
             parts += ["", task.get("traceback") or task.get("error")]
         lines = [line for line in self._logs if line.get("tr") == task["id"]]
@@ -635,7 +637,8 @@ def _run_header(record: dict[str, Any]) -> str:
         ("Parameters", json.dumps(record.get("parameters") or {}, default=str)[:2000]),
         ("Results", record.get("result_storage")),
         ("History", record.get("history_url")),
-        ("Parent run", record.get("parent_flow_run_id")),
+        ("Parent run", _named_run(record.get("parent_flow_run_name"), record.get("parent_flow_run_id"))),
+        ("Started by task run", record.get("parent_task_run_name")),
     ]
     color = charts.state_color(state)
     message = ""
@@ -649,6 +652,10 @@ def _run_header(record: dict[str, Any]) -> str:
         f'<span class="daskflow-run-state" style="color:{color}">{_html(state.get("name"))}</span></h3>'
         f"{message}{_table(rows)}"
     )
+
+
+def _named_run(name: str | None, run_id: str | None) -> str | None:
+    return f"{name} ({run_id})" if name and run_id else run_id
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
