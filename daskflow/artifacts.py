@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._absent import module_getattr
 from .pipeline.artifacts import (
     create_image_artifact,
     create_link_artifact,
@@ -61,3 +62,6 @@ async def aupdate_progress_artifact(artifact_id: str, progress: float, descripti
 async def acreate_image_artifact(image_url: str, key: str | None = None, description: str | None = None) -> str:
     """:func:`create_image_artifact` for async code."""
     return create_image_artifact(image_url, key=key, description=description)
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

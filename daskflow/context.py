@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._absent import module_getattr
 from .exceptions import MissingContextError
 from .pipeline.context import FLOW_RUN_CONTEXT, tags
 from .runners.execute import TASK_RUN_CONTEXT
@@ -195,3 +196,6 @@ def get_run_context() -> TaskRunContext | FlowRunContext:
     raise MissingContextError(
         "no run context: get_run_context() was called outside a flow or task run; call it inside a @flow or @task function"
     )
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

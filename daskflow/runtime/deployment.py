@@ -8,6 +8,7 @@ deployment made, and inside a task on a Dask worker.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..context import FlowRunContext
@@ -21,7 +22,7 @@ _DEFAULTS: dict[str, Any] = {"id": None, "name": None, "parameters": {}, "flow_r
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        return unknown("deployment", name, _DEFAULTS)
+        return unknown("deployment", name, _DEFAULTS, sys._getframe(1))
     context = FlowRunContext.get()
     if context is not None and context.flow_run.deployment_id is not None:
         run = context.flow_run

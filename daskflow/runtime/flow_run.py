@@ -10,6 +10,7 @@ known, the others read as outside a run.
 from __future__ import annotations
 
 import datetime
+import sys
 from typing import Any
 
 from ..context import FlowRunContext
@@ -61,7 +62,7 @@ def _outside(name: str) -> Any:
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        return unknown("flow_run", name, _DEFAULTS)
+        return unknown("flow_run", name, _DEFAULTS, sys._getframe(1))
     return _value(name)
 
 
