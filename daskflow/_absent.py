@@ -75,7 +75,7 @@ ABSENT_NAMES: dict[str, dict[str, str]] = {
     "prefect.artifacts": _each(
         "Prefect's artifact model classes are not part of daskflow: create artifacts with the create_*_artifact functions; "
         "read the latest of a key with daskflow.artifacts.Artifact.get(key)",
-        ["Artifact", "ImageArtifact", "LinkArtifact", "MarkdownArtifact", "ProgressArtifact", "TableArtifact"],
+        ["ImageArtifact", "LinkArtifact", "MarkdownArtifact", "ProgressArtifact", "TableArtifact"],
     ),
     "prefect.cache_policies": _each(
         "the policy classes are not exported: compose daskflow's policies with + (INPUTS + TASK_SOURCE)",

@@ -1,5 +1,8 @@
 """Artifacts under Prefect 3's module name (``prefect.artifacts``).
 
+``Artifact`` is daskflow's artifact record; ``Artifact.get(key)`` reads the latest
+artifact of a key from the run history.
+
 The ``acreate_*`` functions are the same calls for ``async`` code: attaching an
 artifact does no I/O (it travels with the run's reports), so they return at once.
 """
@@ -17,8 +20,10 @@ from .pipeline.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from .pipeline.runs import Artifact
 
 __all__ = [
+    "Artifact",
     "acreate_image_artifact",
     "acreate_link_artifact",
     "acreate_markdown_artifact",
