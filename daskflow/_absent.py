@@ -124,7 +124,6 @@ ABSENT_NAMES: dict[str, dict[str, str]] = {
         **_each("daskflow has no API server or UI, so runs have no URLs (the Dask dashboard's status page shows them)", ["api_url", "ui_url"]),
         "job_variables": "daskflow has no work pools, so a run has no job variables",
     },
-    "prefect.logging": {"LogEavesdropper": "not in daskflow yet; use a logging.Handler of your own"},
     "prefect.runtime.task_run": _each(
         "daskflow has no API server or UI, so runs have no URLs (the Dask dashboard's status page shows them)", ["api_url", "ui_url"]
     ),
