@@ -9,13 +9,18 @@ asks the run's driver once. These tests count the asks on the scheduler's event 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 from pydantic import SecretStr
 
 from daskflow import flow, get_run_logger, tags, task
 from daskflow.cache_policies import NO_CACHE
-from daskflow.runners.dask import REPORT_TOPIC, run_facts_variable
+from daskflow.exceptions import SerializationError
+from daskflow.runners.dask import REPORT_TOPIC
+from daskflow.runners.run_facts import RUN_FACTS_TIMEOUT
+from daskflow.runners.run_facts import variable_name as run_facts_variable
 from daskflow.runtime import deployment, flow_run
 from daskflow.task_runners import DaskTaskRunner, ThreadPoolTaskRunner
 
@@ -93,8 +98,9 @@ def test_a_task_on_a_worker_reads_its_flow_runs_parameters_tags_and_lineage(clus
         assert read["root"] == outer_id and read["parent"] == outer_id
         assert read["parent_deployment"] is None and read["deployment"] is None
         assert read["version"] == "7"
-    # Three tasks in one worker process: one ask. The driver removes the answer at the run's end.
-    assert _asks(client, inner_id) == 1
+    # Asked by the worker process, at most once per task (once while tasks of the run overlap there).
+    assert 1 <= _asks(client, inner_id) <= 3
+    # The driver removes the answer at the run's end.
     wait_until(lambda: run_facts_variable(inner_id) not in _variables(client), message="the run's facts removed from the scheduler")
 
 
@@ -129,6 +135,26 @@ def test_secret_parameters_read_on_a_worker_stay_masked_and_leave_no_trace(clust
     assert SECRET not in repr(client.get_events(REPORT_TOPIC))
     assert SECRET not in repr(client.get_worker_logs()) and SECRET not in repr(client.get_scheduler_logs())
     wait_until(lambda: run_facts_variable(run.id) not in _variables(client), message="the run's facts removed from the scheduler")
+
+
+@task(cache_policy=NO_CACHE)
+def read_parameters() -> dict:
+    return flow_run.parameters
+
+
+def test_parameters_that_cannot_leave_the_driver_fail_the_reading_task_at_once(cluster):
+    local, client = cluster
+
+    @flow(task_runner=DaskTaskRunner(address=local.scheduler_address))
+    def holds_a_lock(lock: object) -> dict:
+        return read_parameters()
+
+    started = time.monotonic()
+    state = holds_a_lock(threading.Lock(), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SerializationError, match="cannot be sent to a worker .*pass the value to the task as an argument"):
+        state.result()
+    assert time.monotonic() - started < RUN_FACTS_TIMEOUT  # told, not left to time out
 
 
 def test_lineage_and_tags_in_the_driver_process():

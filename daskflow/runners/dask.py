@@ -17,7 +17,6 @@ one-thread worker never deadlocks on a flow waiting for its own tasks.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib
 import logging
@@ -29,8 +28,8 @@ from typing import Any
 import cloudpickle
 
 from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, NoWorkersError, RunnerError, SerializationError
-from ..masking import add_secrets, secrets_in
 from ..storage.records import without_surrogates
+from . import run_facts
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import (
     AttemptError,
@@ -135,7 +134,9 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, sealed: SealedArgum
     key = getattr(thread_state, "key", None)
     publish = _Publisher(worker)
     try:
-        with hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext():
+        with run_facts.attempt_running(spec.flow_run_id), (
+            hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext()
+        ):
             value, report = execute_attempt(fn, spec, args, kwargs, publish, key)
         if spec.result is None and not str(worker.address).startswith("inproc://"):
             _check_transferable(value, spec, report)
@@ -195,65 +196,22 @@ def load_on_worker(ref: StoredRef) -> Any:
         raise
 
 
-#: Seconds a task on a worker waits for its flow run's driver to send the run's facts.
-RUN_FACTS_TIMEOUT = 30.0
-#: Flow runs whose facts a worker process keeps (the latest ones asked for).
-RUN_FACTS_KEPT = 16
-
-_run_facts: collections.OrderedDict[str, Any] = collections.OrderedDict()
-_run_facts_locks: dict[str, threading.Lock] = {}
-_run_facts_lock = threading.Lock()
-
-
-def run_facts_variable(flow_run_id: str) -> str:
-    """The scheduler variable that holds flow run ``flow_run_id``'s facts while it runs."""
-    return f"daskflow-run-facts-{flow_run_id}"
-
-
 def run_facts_on_worker(flow_run_id: str) -> Any:
-    """The facts of flow run ``flow_run_id`` (a :class:`daskflow.context.FlowRunSnapshot`),
-    for a task on a Dask worker reading ``runtime.flow_run.parameters`` and the like.
-
-    ``None`` outside a Dask worker. Nothing of the kind travels with a task: the first
-    task of a process to read one asks the run's driver through the report topic, the
-    driver puts the pickled snapshot in a scheduler variable (no Dask page shows
-    variables), and this process keeps it. The parameters' secrets are masked in this
-    process's task logs from then on, as the driver's are.
-
-    Raises
-    ------
-    RunnerError
-        If the driver does not answer within ``RUN_FACTS_TIMEOUT`` seconds.
-    """
+    """The facts of flow run ``flow_run_id`` (a :class:`daskflow.context.FlowRunSnapshot`)
+    for a task on a Dask worker reading ``runtime.flow_run.parameters`` and the like,
+    asked of the run's driver (see :mod:`daskflow.runners.run_facts`); ``None`` outside
+    a Dask worker."""
     from distributed import Variable, get_client, get_worker
 
     try:
         worker = get_worker()
     except ValueError:
         return None
-    with _run_facts_lock:
-        if flow_run_id in _run_facts:
-            return _run_facts[flow_run_id]
-        lock = _run_facts_locks.setdefault(flow_run_id, threading.Lock())
-    with lock:  # one request per process and run: other threads wait for its answer
-        if flow_run_id in _run_facts:
-            return _run_facts[flow_run_id]
-        worker.log_event(REPORT_TOPIC, {"ev": "facts", "fr": flow_run_id})
-        try:
-            blob = Variable(run_facts_variable(flow_run_id), get_client()).get(timeout=RUN_FACTS_TIMEOUT)
-        except Exception as exc:
-            raise RunnerError(
-                f"the driver of flow run {flow_run_id} did not send the run's parameters and facts within "
-                f"{RUN_FACTS_TIMEOUT:g} s ({type(exc).__name__}: {exc}); is the flow run still going?"
-            ) from None
-        facts = cloudpickle.loads(blob)
-        add_secrets(secrets_in(facts.parameters))
-        with _run_facts_lock:
-            _run_facts[flow_run_id] = facts
-            while len(_run_facts) > RUN_FACTS_KEPT:
-                old, _ = _run_facts.popitem(last=False)
-                _run_facts_locks.pop(old, None)
-        return facts
+    return run_facts.fetch(
+        flow_run_id,
+        ask=lambda: worker.log_event(REPORT_TOPIC, {"ev": "facts", "fr": flow_run_id}),
+        read=lambda timeout: Variable(run_facts.variable_name(flow_run_id), get_client()).get(timeout=timeout),
+    )
 
 
 #: An attempt's start report is held back this long; an attempt that ends sooner
@@ -922,16 +880,16 @@ class DaskTaskRunner(TaskRunner):
                 from distributed import Variable
 
                 self._facts_sent.discard(flow_run_id)
-                Variable(run_facts_variable(flow_run_id), self._client).delete()
+                Variable(run_facts.variable_name(flow_run_id), self._client).delete()
 
     def answer_run_facts(self, flow_run_id: str, facts: Callable[[], Any]) -> None:
-        # Asked by a task on a worker (run_facts_on_worker): sent once per run,
-        # pickled (a variable holds msgpack data), then kept by each process that asked.
+        # Asked by a task on a worker (run_facts_on_worker): sent once per run, pickled
+        # (a variable holds msgpack data); each process that asked keeps it while it runs the run's tasks.
         if flow_run_id in self._facts_sent or self._client is None:
             return
         from distributed import Variable
 
-        Variable(run_facts_variable(flow_run_id), self._client).set(cloudpickle.dumps(facts()))
+        Variable(run_facts.variable_name(flow_run_id), self._client).set(run_facts.encode(facts))
         self._facts_sent.add(flow_run_id)
 
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
