@@ -68,5 +68,6 @@ async def acreate_image_artifact(image_url: str, key: str | None = None, descrip
     """:func:`create_image_artifact` for async code."""
     return create_image_artifact(image_url, key=key, description=description)
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

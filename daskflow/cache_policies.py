@@ -16,5 +16,6 @@ from .pipeline.cache import (
 
 __all__ = ["DEFAULT", "FLOW_PARAMETERS", "INPUTS", "NONE", "NO_CACHE", "RUN_ID", "TASK_SOURCE", "CacheKeyFnPolicy", "CachePolicy"]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

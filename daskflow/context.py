@@ -208,5 +208,6 @@ def get_run_context() -> TaskRunContext | FlowRunContext:
         "no run context: get_run_context() was called outside a flow or task run; call it inside a @flow or @task function"
     )
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

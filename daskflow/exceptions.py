@@ -245,5 +245,6 @@ class NotInDaskflowError(DaskflowError, ImportError):
 CrashedRun = CrashedError
 UpstreamTaskError = UpstreamFailedError
 
+
 # Prefect exceptions daskflow does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

@@ -8,5 +8,6 @@ from .pipeline.flow import Flow, flow
 
 __all__ = ["Flow", "flow", "serve"]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

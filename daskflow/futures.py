@@ -63,5 +63,6 @@ def _final_state(future: TaskFuture) -> State:
     future.wait()
     return future.state
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

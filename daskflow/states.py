@@ -48,5 +48,6 @@ __all__ = [
     "UpstreamFailed",
 ]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

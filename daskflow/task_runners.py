@@ -67,5 +67,6 @@ def get_dask_client(timeout: float | None = None, **kwargs: Any) -> Iterator[Any
     with worker_client(timeout=timeout, **kwargs) as client:
         yield client
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

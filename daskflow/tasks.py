@@ -9,5 +9,6 @@ from .pipeline.task import Task, task
 
 __all__ = ["Task", "exponential_backoff", "task", "task_input_hash"]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

@@ -7,5 +7,6 @@ from .loggers import disable_run_logger, flow_run_logger, get_logger, get_run_lo
 
 __all__ = ["LogEavesdropper", "disable_run_logger", "flow_run_logger", "get_logger", "get_run_logger", "task_run_logger"]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)

@@ -13,5 +13,6 @@ from . import deployment, flow_run, task_run
 
 __all__ = ["deployment", "flow_run", "task_run"]
 
+
 # Prefect names this module does not have raise the reason (daskflow._absent).
 __getattr__ = module_getattr(__name__)
