@@ -86,6 +86,16 @@ def test_names_marked_absent_raise_the_reason_on_import(module, name):
         getattr(imported, name)
 
 
+@pytest.mark.parametrize("module", sorted({_daskflow_module(m) for m in NAMES}))
+def test_every_prefect_path_module_uses_the_one_helper(module):
+    hook = importlib.import_module(module).__getattr__
+    if module.startswith("daskflow.runtime."):
+        # Attributes read live; unknown ones go through the same helper (daskflow.runtime._env.unknown).
+        assert hook.__module__ == module
+    else:
+        assert hook.__module__ == "daskflow._absent" and hook.__qualname__ == f"{module}.__getattr__"
+
+
 def test_absent_names_in_packages_and_plain_names_elsewhere():
     # A package (daskflow.logging) first looks for a submodule of the name: the reason still shows.
     with pytest.raises(NotInDaskflowError, match="prefect.runtime.flow_run.ui_url"):
