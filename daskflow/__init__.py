@@ -12,9 +12,8 @@ Examples
 """
 
 
-import sys as _sys
-
 from . import config  # noqa: F401  (registers the daskflow config defaults)
+from ._absent import module_getattr as _module_getattr
 from .context import get_run_context
 from .deployments.deployment import Deployment, deploy
 from .deployments.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
@@ -168,26 +167,5 @@ for _name in __all__:
 del _name, _obj
 
 
-def __getattr__(name: str) -> object:
-    # Prefect top-level names daskflow does not have: one clear error (daskflow._absent).
-    # ``from daskflow import get_client`` must show that message, but CPython replaces an
-    # AttributeError raised during ``from X import Y`` with its own text, and ``hasattr`` needs
-    # an AttributeError to answer False; so the error raised depends on the caller's instruction.
-    from ._absent import ABSENT_NAMES, not_in_daskflow
-
-    if name not in ABSENT_NAMES:
-        raise AttributeError(f"module 'daskflow' has no attribute {name!r}")
-    error = not_in_daskflow(f"prefect.{name}", ABSENT_NAMES[name])
-    if _called_by_import_from():
-        raise error
-    raise AttributeError(str(error), name=name, obj=_sys.modules[__name__])
-
-
-def _called_by_import_from() -> bool:
-    import dis
-
-    frame = _sys._getframe(2)  # the frame running ``from daskflow import name``
-    try:
-        return dis.opname[frame.f_code.co_code[frame.f_lasti]] == "IMPORT_FROM"
-    except IndexError:
-        return False
+# Prefect top-level names daskflow does not have raise one clear error (daskflow._absent).
+__getattr__ = _module_getattr(__name__)

@@ -1,5 +1,8 @@
 """Artifacts under Prefect 3's module name (``prefect.artifacts``).
 
+``Artifact`` is daskflow's artifact record; ``Artifact.get(key)`` reads the latest
+artifact of a key from the run history.
+
 The ``acreate_*`` functions are the same calls for ``async`` code: attaching an
 artifact does no I/O (it travels with the run's reports), so they return at once.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._absent import module_getattr
 from .pipeline.artifacts import (
     create_image_artifact,
     create_link_artifact,
@@ -16,8 +20,10 @@ from .pipeline.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from .pipeline.runs import Artifact
 
 __all__ = [
+    "Artifact",
     "acreate_image_artifact",
     "acreate_link_artifact",
     "acreate_markdown_artifact",
@@ -61,3 +67,7 @@ async def aupdate_progress_artifact(artifact_id: str, progress: float, descripti
 async def acreate_image_artifact(image_url: str, key: str | None = None, description: str | None = None) -> str:
     """:func:`create_image_artifact` for async code."""
     return create_image_artifact(image_url, key=key, description=description)
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._absent import module_getattr
 from .exceptions import MissingContextError
-from .pipeline.context import FLOW_RUN_CONTEXT, tags
+from .pipeline.context import FLOW_RUN_CONTEXT, lineage, tags
 from .runners.execute import TASK_RUN_CONTEXT
 from .runners.execute import TaskRunContext as _AttemptContext
 
@@ -51,6 +52,32 @@ class FlowRunSnapshot:
     deployment_name: str | None = None
     scheduled_start_time: datetime.datetime | None = None
     start_time: datetime.datetime | None = None
+    #: The top of the chain of parent flow runs (this run's id when it has no parent).
+    root_flow_run_id: str | None = None
+    #: The deployment of the parent flow run, if a deployment made that run.
+    parent_deployment_id: str | None = None
+
+    @classmethod
+    def of_run(cls, run: Any) -> FlowRunSnapshot:
+        """A snapshot of the engine's record ``run`` (a :class:`daskflow.FlowRun`)."""
+        root_id, parent = lineage(run)
+        return cls(
+            id=run.id,
+            name=run.name,
+            flow_name=run.flow_name,
+            flow_version=run.version,
+            parameters=_copy(run.parameters),
+            tags=list(run.tags),
+            # Each attempt of a flow with retries adds one Running state.
+            run_count=max(1, sum(1 for s in list(run.state_history) if s.is_running())),
+            parent_flow_run_id=run.parent_flow_run_id,
+            deployment_id=run.deployment_id,
+            deployment_name=run.deployment_name,
+            scheduled_start_time=_when(run.scheduled_time if run.scheduled_time is not None else run.start_time),
+            start_time=_when(run.start_time),
+            root_flow_run_id=root_id,
+            parent_deployment_id=parent.deployment_id if parent is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -94,22 +121,7 @@ class FlowRunContext:
         """A snapshot of the engine's flow-run context ``context`` (``None`` for ``None``)."""
         if context is None:
             return None
-        run = context.flow_run
-        snapshot = FlowRunSnapshot(
-            id=run.id,
-            name=run.name,
-            flow_name=run.flow_name,
-            flow_version=run.version,
-            parameters=_copy(run.parameters),
-            tags=list(run.tags),
-            # Each attempt of a flow with retries adds one Running state.
-            run_count=max(1, sum(1 for s in list(run.state_history) if s.is_running())),
-            parent_flow_run_id=run.parent_flow_run_id,
-            deployment_id=run.deployment_id,
-            deployment_name=run.deployment_name,
-            scheduled_start_time=_when(run.scheduled_time if run.scheduled_time is not None else run.start_time),
-            start_time=_when(run.start_time),
-        )
+        snapshot = FlowRunSnapshot.of_run(context.flow_run)
         return cls(context.flow, snapshot, snapshot.parameters, bool(getattr(context.flow, "log_prints", False)))
 
 
@@ -195,3 +207,7 @@ def get_run_context() -> TaskRunContext | FlowRunContext:
     raise MissingContextError(
         "no run context: get_run_context() was called outside a flow or task run; call it inside a @flow or @task function"
     )
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

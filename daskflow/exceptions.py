@@ -40,6 +40,8 @@ traceback attached as a note), as Prefect does.
 
 from __future__ import annotations
 
+from ._absent import module_getattr
+
 __all__ = [
     "CacheKeyError",
     "CacheKeyWarning",
@@ -242,3 +244,7 @@ class NotInDaskflowError(DaskflowError, ImportError):
 # Prefect's names for the same things (``prefect.exceptions``), for migrating ``except`` clauses.
 CrashedRun = CrashedError
 UpstreamTaskError = UpstreamFailedError
+
+
+# Prefect exceptions daskflow does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

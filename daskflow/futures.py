@@ -14,6 +14,8 @@ from .pipeline.states import State
 PrefectFuture = TaskFuture
 PrefectFutureList = TaskFutureList
 
+from ._absent import module_getattr
+
 __all__ = [
     "DoneAndNotDoneFutures",
     "PrefectFuture",
@@ -60,3 +62,7 @@ def resolve_futures_to_results(value: Any) -> Any:
 def _final_state(future: TaskFuture) -> State:
     future.wait()
     return future.state
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

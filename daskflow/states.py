@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from ._absent import module_getattr
 from .exceptions import CancelledRun, CrashedRun, FailedRun, MissingContextError
 from .pipeline.states import (
     AwaitingRetry,
@@ -46,3 +47,7 @@ __all__ = [
     "TimedOut",
     "UpstreamFailed",
 ]
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

@@ -18,6 +18,8 @@ from .runners import ConcurrentTaskRunner, DaskTaskRunner, SequentialTaskRunner,
 PrefectFuture = TaskFuture
 PrefectFutureList = TaskFutureList
 
+from ._absent import module_getattr
+
 __all__ = [
     "ConcurrentTaskRunner",
     "DaskTaskRunner",
@@ -64,3 +66,7 @@ def get_dask_client(timeout: float | None = None, **kwargs: Any) -> Iterator[Any
         ) from None
     with worker_client(timeout=timeout, **kwargs) as client:
         yield client
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

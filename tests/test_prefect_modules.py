@@ -14,7 +14,7 @@ import pytest
 
 import daskflow
 from daskflow import flow, task
-from daskflow._absent import ABSENT_MODULES, ABSENT_NAMES
+from daskflow._absent import ABSENT_MODULES, ABSENT_NAMES, daskflow_module
 from daskflow.exceptions import MissingContextError, NotInDaskflowError
 from daskflow.runners import ThreadPoolTaskRunner
 
@@ -24,17 +24,22 @@ NAMES = json.loads((pathlib.Path(__file__).with_name("prefect_names.json")).read
 
 
 
-def _table() -> dict[str, str]:
+def _rows() -> dict[str, tuple[str, str]]:
+    """The guide's table: Prefect name -> (status, notes)."""
     rows = {}
     for line in GUIDE.read_text().splitlines():
-        m = re.match(r"\| `(prefect[\w.]*)` \| [^|]* \| (same|different|absent) \|", line)
+        m = re.match(r"\| `(prefect[\w.]*)` \| [^|]* \| (same|different|absent) \| (.*) \|$", line)
         if m:
-            rows[m.group(1)] = m.group(2)
+            rows[m.group(1)] = (m.group(2), m.group(3).strip())
     return rows
 
 
+def _table() -> dict[str, str]:
+    return {name: status for name, (status, _) in _rows().items()}
+
+
 def _daskflow_module(prefect_module: str) -> str:
-    return "daskflow" if prefect_module in ("prefect", "prefect_dask") else prefect_module.replace("prefect", "daskflow", 1)
+    return daskflow_module(prefect_module)
 
 
 def _params(status: str) -> list:
@@ -60,16 +65,46 @@ def test_names_marked_same_or_different_are_importable(module, name):
     assert hasattr(importlib.import_module(_daskflow_module(module)), name)
 
 
-def test_absent_top_level_names_in_the_table_raise_the_error():
-    table = _table()
-    for name in ABSENT_NAMES:
-        if f"prefect.{name}" in table:
-            assert table[f"prefect.{name}"] == "absent"
-    for full, status in table.items():
-        module, _, name = full.rpartition(".")
-        if status == "absent" and module == "prefect" and name in ABSENT_NAMES:
-            with pytest.raises(NotInDaskflowError, match="migrating-from-prefect.md"):
-                exec(f"from daskflow import {name}", {})
+def test_the_registry_and_the_guide_agree_on_absent_names_and_reasons():
+    rows = _rows()
+    registered = {f"{m}.{n}": reason for m, names in ABSENT_NAMES.items() for n, reason in names.items()}
+    absent = {full: notes for full, (status, notes) in rows.items() if status == "absent"}
+    assert registered == absent
+
+
+@pytest.mark.parametrize(("module", "name"), _params(("absent",)))
+def test_names_marked_absent_raise_the_reason_on_import(module, name):
+    target = _daskflow_module(module)
+    imported = importlib.import_module(target)
+    assert not hasattr(imported, name)  # getattr(module, name, default) and hasattr still work
+    with pytest.raises(NotInDaskflowError) as info:
+        exec(f"from {target} import {name}", {})
+    message = str(info.value)
+    assert message.startswith(f"{module}.{name} (Prefect) is not in daskflow: {ABSENT_NAMES[module][name]}")
+    assert message.endswith("See docs/migrating-from-prefect.md.")
+    with pytest.raises(AttributeError, match="is not in daskflow"):
+        getattr(imported, name)
+
+
+@pytest.mark.parametrize("module", sorted({_daskflow_module(m) for m in NAMES}))
+def test_every_prefect_path_module_uses_the_one_helper(module):
+    hook = importlib.import_module(module).__getattr__
+    if module.startswith("daskflow.runtime."):
+        # Attributes read live; unknown ones go through the same helper (daskflow.runtime._env.unknown).
+        assert hook.__module__ == module
+    else:
+        assert hook.__module__ == "daskflow._absent" and hook.__qualname__ == f"{module}.__getattr__"
+
+
+def test_absent_names_in_packages_and_plain_names_elsewhere():
+    # A package (daskflow.logging) first looks for a submodule of the name: the reason still shows.
+    with pytest.raises(NotInDaskflowError, match="prefect.runtime.flow_run.ui_url"):
+        exec("from daskflow.runtime.flow_run import ui_url", {})
+    with pytest.raises(ImportError, match="cannot import name 'Nonsense'") as info:
+        exec("from daskflow.states import Nonsense", {})
+    assert not isinstance(info.value, NotInDaskflowError)
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'; it has"):
+        importlib.import_module("daskflow.runtime.flow_run").nonsense  # noqa: B018
 
 
 def test_thin_modules_hold_daskflow_objects_not_copies():
@@ -167,6 +202,9 @@ def test_absent_module_paths_raise_one_clear_error(module):
         "from daskflow.workers.process import ProcessWorker",
         "from daskflow import get_client",
         "from daskflow import get_async_dask_client",
+        "from daskflow.states import Paused",
+        "from daskflow.flows import load_flow_from_flow_run",
+        "from daskflow.flow_runs import pause_flow_run",
     ],
 )
 def test_prefect_imports_show_the_daskflow_message(statement):
@@ -174,7 +212,7 @@ def test_prefect_imports_show_the_daskflow_message(statement):
     result = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("daskflow.exceptions.NotInDaskflowError: prefect.")
+    assert last.startswith("daskflow.exceptions.NotInDaskflowError: prefect")  # prefect. or prefect_dask.
     assert "docs/migrating-from-prefect.md" in last
 
 

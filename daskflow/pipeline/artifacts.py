@@ -19,12 +19,13 @@ from typing import Any
 from ..exceptions import InvalidOptionError, MissingContextError
 from ..masking import mask_value
 from ..runners.execute import TASK_RUN_CONTEXT
-from .context import FLOW_RUN_CONTEXT
+from .context import FLOW_RUN_CONTEXT, LOCAL_FLOW_RUNS
 from .runs import Artifact, FlowRun, TaskRun
 
 __all__ = [
     "ArtifactCursor",
     "artifact_from_report",
+    "latest_artifact",
     "merge_artifact",
     "create_link_artifact",
     "create_markdown_artifact",
@@ -254,6 +255,45 @@ def merge_artifact(flow_run: FlowRun, artifact: Mapping[str, Any], task_run: Tas
             artifacts[i] = new
             return
     artifacts.append(new)
+
+
+def latest_artifact(key: str | None, storage: Any = None) -> Artifact | None:
+    """The newest artifact with ``key`` (any key if ``None``): see :meth:`Artifact.get`.
+
+    History is read newest run first (one listing per run, as ``daskflow artifacts
+    ls`` does) up to the first run that has one; its latest is compared with those
+    of the runs going in this process. Of overlapping runs, an artifact made late by
+    a run that started earlier loses to one of a run that started later.
+    """
+    from ..storage.records import History
+    from ..storage.store import Store
+
+    if key is not None and not isinstance(key, str):
+        raise InvalidOptionError(f"Artifact.get takes an artifact key string like 'cv-scores', got {key!r}")
+    if storage is not None and not isinstance(storage, (Store, str)):
+        raise InvalidOptionError(f"storage must be a daskflow.Store or a URL like 's3://bucket/prefix', got {storage!r}")
+    store = storage if isinstance(storage, Store) else Store(storage)
+    candidates: list[Artifact] = []
+    for context in list(LOCAL_FLOW_RUNS.values()):
+        # Runs going here, with their history in this store: their newest artifacts may not be flushed yet.
+        run = context.flow_run
+        if run.state.is_final() or (run.history_url is not None and not run.history_url.startswith(store.url)):
+            continue
+        candidates += [dataclasses.replace(a, flow_run_id=run.id) for a in list(run.artifacts) if key is None or a.key == key]
+    history = History(store)
+    for entry in reversed(history.entries()):
+        found = [a for a in history.artifacts(entry) if key is None or a.get("key") == key]
+        if found:
+            row = max(found, key=lambda a: a.get("created") or 0)
+            candidates.append(
+                Artifact(
+                    id=str(row["id"]), type=str(row["type"]), key=row.get("key"), description=row.get("description"),
+                    data=row.get("data"), created=float(row.get("created") or 0), task_run_id=row.get("task_run_id"),
+                    task_run_name=row.get("task_run_name"), flow_run_id=entry.run_id,
+                )
+            )
+            break
+    return max(candidates, key=lambda a: a.created, default=None)
 
 
 class ArtifactCursor:

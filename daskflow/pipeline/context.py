@@ -22,7 +22,17 @@ if TYPE_CHECKING:
     from .engine import FlowRunEngine
     from .flow import Flow
 
-__all__ = ["FLOW_RUN_CONTEXT", "LOCAL_FLOW_RUNS", "FlowRunContext", "disable_run_logger", "emit_line", "get_run_logger", "run_tags", "tags"]
+__all__ = [
+    "FLOW_RUN_CONTEXT",
+    "LOCAL_FLOW_RUNS",
+    "FlowRunContext",
+    "disable_run_logger",
+    "emit_line",
+    "get_run_logger",
+    "lineage",
+    "run_tags",
+    "tags",
+]
 
 #: Parent of every run logger on the driver; the console handler hangs here.
 RUNS_LOGGER = "daskflow.runs"
@@ -58,6 +68,23 @@ FLOW_RUN_CONTEXT: contextvars.ContextVar[FlowRunContext | None] = contextvars.Co
 )
 #: The flow runs of this process by id, while their context lives (weakly held).
 LOCAL_FLOW_RUNS: weakref.WeakValueDictionary[str, FlowRunContext] = weakref.WeakValueDictionary()
+
+
+def lineage(flow_run: FlowRun) -> tuple[str, FlowRun | None]:
+    """The id of ``flow_run``'s root flow run (the top of its chain of parents;
+    its own id without a parent) and its parent's record, if in this process.
+
+    A subflow's parents run in this process (their bodies wait for it); should
+    one not be found here, the last parent id known is the root's best answer.
+    """
+    parent_id = flow_run.parent_flow_run_id
+    parent = LOCAL_FLOW_RUNS.get(parent_id) if parent_id is not None else None
+    root_id = flow_run.id
+    while parent_id is not None:
+        root_id = parent_id
+        context = LOCAL_FLOW_RUNS.get(parent_id)
+        parent_id = context.flow_run.parent_flow_run_id if context is not None else None
+    return root_id, parent.flow_run if parent is not None else None
 
 
 #: Tags added by the enclosing ``with tags(...)`` blocks of this thread.

@@ -513,6 +513,7 @@ class FlowRunEngine:
             task_name=record.task_name,
             flow_run_name=self.flow_run.name,
             flow_name=self.flow_run.flow_name,
+            flow_run_tags=self.flow_run.tags,
         )
         args, kwargs = replace_instances((node.args, node.kwargs), TaskFuture, lambda f: self._input_of(f._node))
         # Plain arguments (flow parameters) given to many tasks: a large one crosses once per run.
@@ -571,6 +572,9 @@ class FlowRunEngine:
                     item = None
                 if item is _STOP:
                     return
+                if isinstance(item, dict) and item.get("ev") == "facts":
+                    self._answer_facts()  # outside the lock: pickling the parameters may take a while
+                    continue
                 with self._lock:
                     while self._timers and self._timers[0][0] <= time.monotonic():
                         heapq.heappop(self._timers)[2]()
@@ -586,6 +590,15 @@ class FlowRunEngine:
             self._thread_error = exc
             logger.exception("daskflow engine thread failed")
             self._work.set()
+
+    def _answer_facts(self) -> None:
+        """A task in another process asked for this run's facts (``runtime.flow_run.parameters``)."""
+        from ..context import FlowRunSnapshot  # the snapshot get_run_context() gives the flow body
+
+        try:
+            self.runner.answer_run_facts(self.flow_run.id, lambda: FlowRunSnapshot.of_run(self.flow_run))
+        except Exception as exc:  # the asking task times out and says so; the run goes on
+            logger.warning("Flow run %r - could not send the run's facts to a task that asked for them: %s", self.flow_run.name, exc)
 
     def _call_later(self, delay: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), fn))

@@ -26,10 +26,17 @@ class LogLine:
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
-    """A table, markdown text or link attached to a run (``create_*_artifact``).
+    """A table, markdown text, link, progress or image attached to a run (``create_*_artifact``).
 
     ``data`` is JSON-ready: a table is ``{"columns": [...], "rows": [[...], ...]}``,
-    markdown a string, a link ``{"url": ..., "text": ...}``.
+    markdown a string, a link ``{"url": ..., "text": ...}``, progress a number
+    (0 to 100), an image ``{"url": ...}``. ``flow_run_id`` is set on artifacts
+    read back with :meth:`get`.
+
+    Examples
+    --------
+    >>> from daskflow.artifacts import Artifact
+    >>> latest = Artifact.get("cv-scores")  # None if no run made one
     """
 
     id: str
@@ -40,6 +47,38 @@ class Artifact:
     created: float
     task_run_id: str | None = None
     task_run_name: str | None = None
+    flow_run_id: str | None = None
+
+    @classmethod
+    def get(cls, key: str | None = None, storage: Any = None) -> Artifact | None:
+        """The latest artifact with key ``key`` (any key if ``None``), or ``None``: Prefect's ``Artifact.get``.
+
+        Read from the run history of ``storage`` (a :class:`~daskflow.Store` or URL;
+        default: config ``daskflow.storage.url``), and from the runs going in this
+        process, whose newest artifacts may not be in the history yet.
+
+        Parameters
+        ----------
+        key
+            The artifact key, as given to ``create_*_artifact(key=...)``.
+        storage
+            The store whose history to read: where the runs keep their results
+            (a flow's ``result_storage``, or the configured one).
+        """
+        from .artifacts import latest_artifact  # the history reader lives above this record module
+
+        return latest_artifact(key, storage)
+
+    @classmethod
+    async def aget(cls, key: str | None = None, storage: Any = None) -> Artifact | None:
+        """:meth:`get` for async code (Prefect's ``Artifact.aget``)."""
+        return cls.get(key, storage)
+
+    def format(self) -> str:
+        """The data as JSON text (Prefect's ``Artifact.format``)."""
+        import json
+
+        return json.dumps(self.data, default=str)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,11 @@ class TaskRunner(abc.ABC):
         """Whether every attempt runs in this process (so a ``memory://`` store works)."""
         return False
 
+    def answer_run_facts(self, flow_run_id: str, facts: Callable[[], Any]) -> None:
+        """Make ``facts()`` (a picklable snapshot of flow run ``flow_run_id``) readable by
+        the run's tasks in other processes, which asked for it. Runners whose tasks run in
+        this process have nothing to do: tasks read the run's record directly."""
+
     @abc.abstractmethod
     def submit(self, calls: Sequence[AttemptCall]) -> list[Any]:
         """Submit attempts (one batch) and return one handle each."""

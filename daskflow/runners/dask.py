@@ -29,6 +29,7 @@ import cloudpickle
 
 from ..exceptions import ConcurrencyLimitReached, InvalidOptionError, NoWorkersError, RunnerError, SerializationError
 from ..storage.records import without_surrogates
+from . import run_facts
 from .base import AttemptCall, Outcome, ReportSink, TaskRunner
 from .execute import (
     AttemptError,
@@ -133,7 +134,9 @@ def run_on_worker(fn: Callable[..., Any], spec: AttemptSpec, sealed: SealedArgum
     key = getattr(thread_state, "key", None)
     publish = _Publisher(worker)
     try:
-        with hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext():
+        with run_facts.attempt_running(spec.flow_run_id), (
+            hold_slots([("tag", tag, limit) for tag, limit in spec.limits]) if spec.limits else contextlib.nullcontext()
+        ):
             value, report = execute_attempt(fn, spec, args, kwargs, publish, key, lambda: key_released(worker, key))
         if spec.result is None and not str(worker.address).startswith("inproc://"):
             _check_transferable(value, spec, report)
@@ -201,6 +204,24 @@ def load_on_worker(ref: StoredRef) -> Any:
         _ReportedFailures.install()  # the driver reports it (and recomputes the input)
         _ReportedFailures.keys.add(getattr(thread_state, "key", None))
         raise
+
+
+def run_facts_on_worker(flow_run_id: str) -> Any:
+    """The facts of flow run ``flow_run_id`` (a :class:`daskflow.context.FlowRunSnapshot`)
+    for a task on a Dask worker reading ``runtime.flow_run.parameters`` and the like,
+    asked of the run's driver (see :mod:`daskflow.runners.run_facts`); ``None`` outside
+    a Dask worker."""
+    from distributed import Variable, get_client, get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    return run_facts.fetch(
+        flow_run_id,
+        ask=lambda: worker.log_event(REPORT_TOPIC, {"ev": "facts", "fr": flow_run_id}),
+        read=lambda timeout: Variable(run_facts.variable_name(flow_run_id), get_client()).get(timeout=timeout),
+    )
 
 
 #: An attempt's start report is held back this long; an attempt that ends sooner
@@ -720,6 +741,8 @@ class DaskTaskRunner(TaskRunner):
         #: Large arguments sent once this run: id -> (value, future); the value is
         #: kept so its id cannot be reused by another object while the run lasts.
         self._shared: dict[int, tuple[Any, Any]] = {}
+        #: Flow runs whose facts are in a scheduler variable (removed when the run ends).
+        self._facts_sent: set[str] = set()
 
     @classmethod
     def on_client(cls, client: Any) -> DaskTaskRunner:
@@ -886,6 +909,21 @@ class DaskTaskRunner(TaskRunner):
     def unsubscribe(self, flow_run_id: str) -> None:
         if self._client is not None:
             _ReportRouter.remove(self._client, flow_run_id)
+            if flow_run_id in self._facts_sent:
+                from distributed import Variable
+
+                self._facts_sent.discard(flow_run_id)
+                Variable(run_facts.variable_name(flow_run_id), self._client).delete()
+
+    def answer_run_facts(self, flow_run_id: str, facts: Callable[[], Any]) -> None:
+        # Asked by a task on a worker (run_facts_on_worker): sent once per run, pickled
+        # (a variable holds msgpack data); each process that asked keeps it while it runs the run's tasks.
+        if flow_run_id in self._facts_sent or self._client is None:
+            return
+        from distributed import Variable
+
+        Variable(run_facts.variable_name(flow_run_id), self._client).set(run_facts.encode(facts))
+        self._facts_sent.add(flow_run_id)
 
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         blob = cloudpickle.dumps(fn)

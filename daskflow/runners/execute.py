@@ -250,6 +250,10 @@ class AttemptSpec(NamedTuple):
     task_name: str | None = None
     flow_run_name: str | None = None
     flow_name: str | None = None
+    #: The flow run's tags (``runtime.flow_run.tags``). Its other facts, the parameters
+    #: among them, do not ride along: a task on another process asks for them once
+    #: (``daskflow.runners.dask.run_facts_on_worker``).
+    flow_run_tags: tuple[str, ...] = ()
 
 
 #: Sends one report to the driver (Dask: ``Worker.log_event``; in-process: a call).

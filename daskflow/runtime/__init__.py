@@ -8,6 +8,11 @@ on a Dask worker). Outside a run they read as Prefect's do (``None``, ``[]``,
 sets one, for testing code that reads them.
 """
 
+from .._absent import module_getattr
 from . import deployment, flow_run, task_run
 
 __all__ = ["deployment", "flow_run", "task_run"]
+
+
+# Prefect names this module does not have raise the reason (daskflow._absent).
+__getattr__ = module_getattr(__name__)

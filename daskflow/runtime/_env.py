@@ -7,7 +7,10 @@ import datetime
 import json
 import os
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
+
+from .._absent import missing_attribute
 
 __all__ = ["MISSING", "outside_run", "override", "unknown"]
 
@@ -38,13 +41,16 @@ def override(module: str, name: str, default: Any) -> Any:
     return raw
 
 
-def unknown(module: str, name: str, known: Mapping[str, Any]) -> Any:
+def unknown(module: str, name: str, known: Mapping[str, Any], caller: FrameType | None) -> Any:
     """An attribute the module does not have: an environment mock of it (Prefect
-    allows mocking any key), else ``AttributeError`` naming the real ones."""
+    allows mocking any key), else the error of :func:`daskflow._absent.missing_attribute`
+    (the reason for a Prefect name daskflow lacks, or ``AttributeError`` naming the real ones).
+    ``caller`` is the frame that looked it up."""
     value = override(module, name, None)
     if value is not MISSING:
         return value
-    raise AttributeError(f"daskflow.runtime.{module} has no attribute {name!r}; it has {', '.join(sorted(known))}")
+    plain = f"daskflow.runtime.{module} has no attribute {name!r}; it has {', '.join(sorted(known))}"
+    raise missing_attribute(f"daskflow.runtime.{module}", name, caller, plain)
 
 
 def outside_run(module: str, name: str, defaults: Mapping[str, Any]) -> Any:

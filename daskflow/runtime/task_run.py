@@ -7,6 +7,7 @@ worker included; outside a task they read ``None``, ``{}``, ``0``, ``[]``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..context import TaskRunContext
@@ -20,7 +21,7 @@ _DEFAULTS: dict[str, Any] = {"id": None, "name": None, "task_name": None, "param
 
 def __getattr__(name: str) -> Any:
     if name not in _DEFAULTS:
-        return unknown("task_run", name, _DEFAULTS)
+        return unknown("task_run", name, _DEFAULTS, sys._getframe(1))
     context = TaskRunContext.get()
     if context is not None:
         return dict(context.parameters) if name == "parameters" else getattr(context.task_run, name)
