@@ -53,7 +53,7 @@ class Pipe_Line:
 
 
 def test_a_flow_is_named_like_prefect_3_names_it_and_a_task_keeps_its_function_name():
-    # Prefect 3.8.8 gives the same names (checked in /work/prefect-venv): failing-flow, train,
+    # Prefect 3.8.8 gives the same names (checked against an install of it): failing-flow, train,
     # --private-job--, unknown-lambda; its tasks keep the function name.
     assert flow(failing_flow).name == "failing-flow"
     assert flow(train).name == "train"
