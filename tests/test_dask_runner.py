@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from daskflow import DaskTaskRunner, flow, task
+from daskflow import NONE, DaskTaskRunner, flow, task
 from daskflow.exceptions import InvalidOptionError, RunnerError
 from daskflow.pipeline.context import FLOW_RUN_CONTEXT
 
@@ -126,15 +126,17 @@ def test_embedded_cluster_listens_on_loopback_and_is_closed(embedded_runner):
 
     @flow(task_runner=embedded_runner)
     def pipeline():
+        seen["before any task"] = len(new_children(before))  # the cluster starts with the first task run to execute
+        value = add.with_options(cache_policy=NONE)(1)
         seen["workers"] = len(new_children(before))
         ours = [psutil.Process(), *(psutil.Process(pid) for pid in new_children(before))]
         seen["listeners"] = {
             c.laddr.ip for p in ours for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
         }
-        return add(1)
+        return value
 
     assert pipeline() == 2
-    assert seen["workers"] >= 2
+    assert seen["before any task"] == 0 and seen["workers"] >= 2
     assert seen["listeners"] and seen["listeners"] <= {"127.0.0.1"}
     wait_until(lambda: not new_children(before), 30, message="the run's cluster processes to exit")
 

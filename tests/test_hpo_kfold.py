@@ -108,6 +108,11 @@ def test_a_rerun_publishes_and_prints_its_own_files_not_the_last_runs(tmp_path):
 
     first, _, third = run(), run("--seed", "1"), run()
     assert "task runs were reused from storage" in third.stdout
+    # The embedded LocalCluster starts when a task run first has to execute: a
+    # fully cached run in a new process starts none (no dashboard, no workers).
+    assert "starting the local Dask cluster" in first.stderr and "Dask dashboard:" in first.stderr
+    assert "starting the local Dask cluster" not in third.stderr and "Dask dashboard:" not in third.stderr
+    assert "status page:" not in third.stdout  # no live page to point at; the run is in history
     store = Store(str(storage))
     metrics_path = _printed_path(third.stdout, "CV table, metrics:")
     assert metrics_path == _printed_path(first.stdout, "CV table, metrics:")

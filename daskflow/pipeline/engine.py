@@ -474,8 +474,10 @@ class FlowRunEngine:
         for node in nodes:
             by_task.setdefault(id(node.task), []).append(node)
         for group in by_task.values():
-            calls = [self._attempt_call(node) for node in group]
             try:
+                # Building a call may be the runner's first use of its cluster
+                # (which then starts): a cluster that cannot start crashes the group.
+                calls = [self._attempt_call(node) for node in group]
                 handles = self.runner.submit(calls)
             except Exception as exc:
                 for node in group:

@@ -230,6 +230,14 @@ class FlowRun:
     def set_state(self, state: State) -> None:
         _record_state(self, state)
 
+    def add_task_listener(self, listener: Callable[[TaskRun], None]) -> None:
+        """Join ``task_listeners``, also for the task runs that exist already (each
+        holds the listener it was made with). Call it in the thread that owns the run."""
+        self.task_listeners.append(listener)
+        told = self.task_listener()
+        for task_run in list(self.task_runs.values()):
+            task_run.listener = told
+
     def task_listener(self) -> Callable[[TaskRun], None] | None:
         """What a new task run calls on each state change (``None``: nobody listens)."""
         listeners = self.task_listeners

@@ -70,6 +70,12 @@ class TaskRunner(abc.ABC):
     def shutdown(self) -> None:
         """Release everything :meth:`start` acquired. Safe to call twice."""
 
+    def when_started(self, callback: Callable[[], None], before: Callable[[], None] | None = None) -> None:
+        """Call ``callback`` once the runner's resources exist: now for a runner
+        that acquires them in :meth:`start`; a runner that starts lazily calls
+        ``before`` and then ``callback`` when it really starts, or never."""
+        callback()
+
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         """Ship a task function once per run; the result goes into ``AttemptCall.fn``."""
         return fn

@@ -743,6 +743,13 @@ class DaskTaskRunner(TaskRunner):
         self._shared: dict[int, tuple[Any, Any]] = {}
         #: Flow runs whose facts are in a scheduler variable (removed when the run ends).
         self._facts_sent: set[str] = set()
+        #: A cluster of the runner's own starts at the first use of the client
+        #: (see :meth:`start`); until then these wait for it.
+        self._pending = False
+        self._start_lock = threading.RLock()
+        self._start_error: BaseException | None = None
+        self._pending_sinks: dict[str, ReportSink] = {}
+        self._on_start: list[tuple[Callable[[], None] | None, Callable[[], None]]] = []
 
     @classmethod
     def on_client(cls, client: Any) -> DaskTaskRunner:
@@ -774,10 +781,18 @@ class DaskTaskRunner(TaskRunner):
 
     @property
     def client(self) -> Any:
-        """The :class:`distributed.Client` of a started runner."""
+        """The :class:`distributed.Client` of a started runner (a cluster of its
+        own starts here, at the first use)."""
+        if self._pending or self._start_error is not None:
+            self._start_now()
         if self._client is None:
             raise RunnerError("the DaskTaskRunner is not started; it starts when a flow run begins")
         return self._client
+
+    @property
+    def started(self) -> bool:
+        """Whether the runner has its client (False while its own cluster waits for a first task run)."""
+        return self._client is not None
 
     @property
     def dashboard_link(self) -> str | None:
@@ -818,17 +833,62 @@ class DaskTaskRunner(TaskRunner):
                 ) from exc
             self._check_workers()
         else:
-            self._cluster = self._start_cluster()
-            try:
-                self._client = Client(self._cluster, **client_kwargs)
-            except BaseException:
-                self._cluster.close()
-                self._cluster = None
-                raise
+            # A cluster of the run's own starts when a task run first has to
+            # execute (the client's first use): a fully cached run never waits
+            # seconds for worker processes it has nothing to give.
+            self._cluster_class()  # a bad cluster_class fails now, before the run
+            self._pending = True
+            return
+        self._watch_workers()
+
+    def _watch_workers(self) -> None:
         timeout = no_workers_timeout()
         if timeout is not None and not self._borrowed:
             # A borrowed client's run holds a worker itself: the count never drops to zero.
             self._watch = _NoWorkersWatch(self._client, timeout)
+
+    def _start_now(self) -> None:
+        """Start the runner's own cluster (once; a failure is raised again at each use)."""
+        from distributed import Client
+
+        with self._start_lock:
+            if self._start_error is not None:
+                raise self._start_error
+            if not self._pending:
+                return
+            self._pending = False
+            hooks, self._on_start = self._on_start, []
+            for before, _ in hooks:
+                if before is not None:
+                    before()
+            try:
+                self._cluster = self._start_cluster()
+                try:
+                    self._client = Client(self._cluster, **{"set_as_default": False, **(self.client_kwargs or {})})
+                except BaseException:
+                    self._cluster.close()
+                    self._cluster = None
+                    raise
+            except Exception as exc:
+                error = exc if isinstance(exc, (RunnerError, InvalidOptionError)) else RunnerError(f"the local Dask cluster failed to start: {exc}")
+                if error is not exc:
+                    error.__cause__ = exc
+                self._start_error = error
+                raise error from None
+            self._watch_workers()
+            sinks, self._pending_sinks = self._pending_sinks, {}
+            for flow_run_id, sink in sinks.items():
+                _ReportRouter.add(self._client, flow_run_id, sink)
+        for _, callback in hooks:
+            callback()
+
+    def when_started(self, callback: Callable[[], None], before: Callable[[], None] | None = None) -> None:
+        with self._start_lock:
+            if self._pending:
+                self._on_start.append((before, callback))
+                return
+        if self._client is not None:
+            callback()
 
     def _start_cluster(self) -> Any:
         cls = self._cluster_class()
@@ -884,6 +944,11 @@ class DaskTaskRunner(TaskRunner):
             logger.warning("daskflow %s on this machine but %s on workers", __version__, mismatched)
 
     def shutdown(self) -> None:
+        with self._start_lock:
+            self._pending = False
+            self._start_error = None
+            self._pending_sinks = {}
+            self._on_start = []
         if self._watch is not None:
             self._watch.close()
             self._watch = None
@@ -904,9 +969,15 @@ class DaskTaskRunner(TaskRunner):
             cluster.close()
 
     def subscribe(self, flow_run_id: str, sink: ReportSink) -> None:
+        with self._start_lock:
+            if self._pending:
+                self._pending_sinks[flow_run_id] = sink  # added when the cluster starts
+                return
         _ReportRouter.add(self.client, flow_run_id, sink)
 
     def unsubscribe(self, flow_run_id: str) -> None:
+        with self._start_lock:
+            self._pending_sinks.pop(flow_run_id, None)
         if self._client is not None:
             _ReportRouter.remove(self._client, flow_run_id)
             if flow_run_id in self._facts_sent:

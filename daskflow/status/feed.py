@@ -113,7 +113,9 @@ class LiveFeed:
         self.flow_run = flow_run
         self.client = client
         self.interval = float(interval if interval is not None else dask.config.get("daskflow.status.interval", 0.5))
-        self._dirty: dict[str, TaskRun] = {}
+        # Task runs that ended before the feed began (the cached ones of a run
+        # whose cluster started late) go in the first push too.
+        self._dirty: dict[str, TaskRun] = {task_run.id: task_run for task_run in list(flow_run.task_runs.values())}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._logs_done = 0
@@ -123,7 +125,7 @@ class LiveFeed:
         self._thread: threading.Thread | None = None
         self._failing = False
         self._disabled = False
-        flow_run.task_listeners.append(self._changed)
+        flow_run.add_task_listener(self._changed)  # a feed may begin after the run's first task runs
 
     def _changed(self, task_run: TaskRun) -> None:
         with self._lock:
