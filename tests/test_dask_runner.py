@@ -259,3 +259,42 @@ def test_bad_cluster_class_names_the_fix():
     state = pipeline(return_state=True)
     assert state.is_crashed()
     assert "no_such_module.Cluster" in state.message and "install" in state.message
+
+
+def test_a_taken_dashboard_port_prints_no_dask_warning_into_the_run(tmp_path):
+    """Dask warns on stderr when port 8787 is taken; the run's console says nothing of it
+    (its dashboard link names the port used). A script of its own: pytest would catch the warning."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from .conftest import worker_env
+
+    script = tmp_path / "taken.py"
+    script.write_text(textwrap.dedent("""
+        import socket
+        from daskflow import NONE, DaskTaskRunner, flow, task
+
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass  # already taken by someone else: the same case
+
+        @task(cache_policy=NONE)
+        def add(x, y):
+            return x + y
+
+        @flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False}))
+        def pipeline():
+            return add(1, 2)
+
+        if __name__ == "__main__":
+            state = pipeline(return_state=True)
+            print("result", state.result(), state.run.dashboard_link)
+    """))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=worker_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "result 3 http://127.0.0.1:" in done.stdout and ":8787/" not in done.stdout
+    assert "already in use" not in done.stderr and "starting the local Dask cluster" in done.stderr

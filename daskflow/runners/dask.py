@@ -22,6 +22,7 @@ import importlib
 import logging
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -862,7 +863,17 @@ class DaskTaskRunner(TaskRunner):
                 if before is not None:
                     before()
             try:
-                self._cluster = self._start_cluster()
+                with warnings.catch_warnings(record=True) as caught:
+                    # Dask warns on stderr (port 8787 in use, ...) in the middle of
+                    # the run's console lines: say it once, as a run log line.
+                    warnings.simplefilter("always")
+                    self._cluster = self._start_cluster()
+                for warning in caught:
+                    text = " ".join(str(warning.message).split())
+                    if "already in use" in text:
+                        logger.debug("%s", text)  # the run's "Dask dashboard:" line names the port used
+                    else:
+                        logger.warning("starting the local Dask cluster: %s", text)
                 try:
                     self._client = Client(self._cluster, **{"set_as_default": False, **(self.client_kwargs or {})})
                 except BaseException:
