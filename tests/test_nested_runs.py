@@ -228,3 +228,29 @@ def test_on_dask_parents_fan_out_through_the_workers_own_client(cluster, _result
     # One client per worker process, none per parent task.
     clients = {r["runner"] for name, (r,) in runs.items() if name != "fans"}
     assert clients == {"DaskTaskRunner()"}
+
+
+def test_a_flow_called_in_a_task_body_keeps_its_records_in_the_tasks_store(tmp_path, monkeypatch):
+    """Not in the folder it happens to run in (a worker's working directory)."""
+    from daskflow.runners.local import SequentialTaskRunner, ThreadPoolTaskRunner
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    store = tmp_path / "store"
+
+    @flow(task_runner=SequentialTaskRunner())
+    def inner(x: int) -> int:
+        return x * 2
+
+    @task(cache_policy=NONE)
+    def outer(x: int) -> int:
+        return inner(x)
+
+    @flow(task_runner=ThreadPoolTaskRunner(), result_storage=str(store))
+    def main(x: int) -> int:
+        return outer(x)
+
+    assert main(21) == 42
+    assert not (cwd / ".daskflow").exists()
+    assert sorted(r["flow_name"] for r in History(Store(str(store))).runs()) == ["inner", "main"]
