@@ -477,7 +477,8 @@ def fit_fold(data: list[int], fold: int, flag: str) -> float:
 
 @task
 def score_fold(model: float, fold: int) -> dict:
-    return {"setting": f"svc C={fold % 6}, gamma=0.00{fold % 3 + 1}", "fold": fold // 6, "accuracy": 0.9 - model}
+    # Six settings of six folds; names as long as the main job's, which a narrow column cut off.
+    return {"setting": f"random_forest max_depth=None, n_estimators={100 + 20 * (fold % 6)}", "fold": fold // 6, "accuracy": 0.9 - model}
 
 
 @task
@@ -584,4 +585,30 @@ def test_the_run_view_draws_progress_parameters_timeline_and_a_graph_grouped_by_
     nodes = _drawn(page, "daskflow-graph-nodes")
     assert sorted(nodes["state"]).count("Failed") == 1 and len(nodes["name"]) == 2 * N_FOLDS + 2
     screenshot(page, "ui-sweep-graph-full")
+
+    # The rerun made the CV table: a table whose columns fit their text, and a chart of the mean per setting.
+    page.goto(f"{base}/daskflow?run={rerun.id}")
+    header.filter(has_text=rerun.name).wait_for()
+    _open_tab(page, "Artifacts")
+    table = page.locator(".daskflow-artifact-table")
+    table.locator(".slick-row").first.wait_for()
+    cut = table.locator(".slick-row").evaluate_all(
+        "rows => rows.map(r => r.querySelectorAll('.slick-cell')[0]).filter(c => c.scrollWidth > c.clientWidth).map(c => c.innerText)")
+    assert cut == []  # no setting cut off
+    settings = [c.strip() for c in table.locator(".slick-row .slick-cell:first-child").all_inner_texts()]
+    assert len(set(settings)) == 6 and all(s.startswith("random_forest max_depth=None, n_estimators=") for s in settings)
+    values = _drawn(page, "daskflow-chart-cv-results-values")
+    points = _drawn(page, "daskflow-chart-cv-results-points")
+    expected = {}
+    for fold in range(N_FOLDS):
+        expected.setdefault(f"random_forest max_depth=None, n_estimators={100 + 20 * (fold % 6)}", []).append(0.9 - fold / 100)
+    means = {k: round(sum(v) / len(v), 5) for k, v in expected.items()}
+    assert values["label"] == sorted(means, key=lambda k: -means[k])  # best first, as the table
+    assert values["value"] == pytest.approx([means[k] for k in values["label"]])
+    assert [h - lo for h, lo in zip(values["high"], values["low"])] == pytest.approx([2 * (max(expected[k]) - min(expected[k])) for k in values["label"]])
+    assert len(points["value"]) == N_FOLDS and sorted(set(points["fold"])) == [f"fold_{i}" for i in range(6)]
+    assert sorted(points["value"]) == pytest.approx(sorted(round(a, 5) for v in expected.values() for a in v))
+    title = page.locator(".daskflow-artifact-chart-title").inner_text()
+    assert title.startswith("mean_accuracy per setting (whiskers: ± std_accuracy); small dots: fold_0, fold_1,"), title
+    screenshot(page, "ui-sweep-cv-table")
     assert errors == []

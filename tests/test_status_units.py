@@ -178,3 +178,18 @@ def test_the_timeline_colours_bars_by_task_name_and_hatches_failures():
     assert line.data["fill"][0] == line.data["fill"][2] != line.data["fill"][1]
     assert line.task_colors == {"fit": charts.TASK_COLORS[0], "score": charts.TASK_COLORS[1]}
     assert line.data["hatch"] == [" ", " ", "x"] and line.data["color"][2] == charts.STATE_COLORS["FAILED"]
+
+
+def test_the_main_jobs_cv_table_charts_mean_score_per_setting_with_the_folds():
+    # The columns of examples/hpo_kfold.py's cv-results artifact, best first.
+    names = ["setting", "family", "params", "mean_accuracy", "std_accuracy", "fold_0", "fold_1", "rank"]
+    rows = [["svc C=10, gamma=0.001", "svc", '{"C": 10}', 0.98, 0.01, 0.97, 0.99, 1],
+            ["knn n_neighbors=1", "knn", '{"n": 1}', 0.95, float("nan"), 0.95, "NaN", 2]]
+    chart = charts.table_chart(names, rows)
+    assert chart["label_name"] == "setting" and chart["value_name"] == "mean_accuracy" and chart["spread_name"] == "std_accuracy"
+    assert chart["values"]["label"] == ["svc C=10, gamma=0.001", "knn n_neighbors=1"] and chart["values"]["value"] == [0.98, 0.95]
+    assert chart["values"]["low"][0] == pytest.approx(0.97) and chart["values"]["high"][1] == 0.95  # no spread: no whisker
+    assert chart["points"]["value"] == [0.97, 0.99, 0.95] and chart["fold_names"] == ["fold_0", "fold_1"]
+    assert charts.table_chart(["model", "notes"], [["a", "b"]]) is None  # nothing numeric: a table only
+    widths = charts.table_widths(names[:2], [["random_forest max_depth=None, n_estimators=200", "x"]])
+    assert widths[0] >= 7 * len("random_forest max_depth=None, n_estimators=200") and widths[1] == 63

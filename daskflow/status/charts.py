@@ -8,6 +8,8 @@ so a run of 10,000 task runs never becomes 10,000 glyphs.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -19,6 +21,7 @@ from .deployments import is_waiting
 __all__ = [
     "GRAPH_GROUP_AT",
     "GRAPH_NODE_LIMIT",
+    "TABLE_CHART_ROWS",
     "TASK_COLORS",
     "STATE_COLORS",
     "TIMELINE_BAR_LIMIT",
@@ -31,6 +34,8 @@ __all__ = [
     "run_time",
     "runs_table",
     "state_color",
+    "table_chart",
+    "table_widths",
     "task_counts_text",
     "task_table",
     "timeline",
@@ -465,3 +470,87 @@ def dependency_graph(tasks: list[dict[str, Any]], limit: int = GRAPH_NODE_LIMIT,
         cached = sum(1 for t in runs if t.get("cache_hit"))
         nodes["detail"].append(f"{cached} cached" if cached else "")
     return Graph(nodes, _edge_data(pairs("upstream"), pos), _edge_data(pairs("wait_for"), pos), True, omitted)
+
+
+#: Pixels a table artifact's column takes per character (SlickGrid's 13 px sans-serif), its padding, and its bounds.
+_CHAR_PX, _PAD_PX, _MIN_PX, _MAX_PX = 7.5, 18, 50, 640
+#: Columns one value per fold (or split) of a cross-validation: points of a setting's spread.
+_FOLD_COLUMN = re.compile(r"^(fold|split|cv)[_ -]?\d+([_ -].*)?$|^(split|fold)\d+_test_score$", re.IGNORECASE)
+
+
+def table_widths(names: list[str], rows: list[list[str]]) -> list[int]:
+    """Column widths in pixels wide enough for the title and every shown cell (up to a bound)."""
+    widths = []
+    for i, name in enumerate(names):
+        longest = max([len(str(name)), *(len(r[i]) for r in rows if i < len(r))])
+        widths.append(int(min(max(_PAD_PX + _CHAR_PX * longest, _MIN_PX), _MAX_PX)))
+    return widths
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+#: Rows of a table artifact its chart draws (the first ones: a CV table is best first).
+TABLE_CHART_ROWS = 60
+
+
+def _missing(value: Any) -> bool:
+    # NaN and infinities come back from the JSON routes as strings; a missing cell is no reason not to draw the rest.
+    return value is None or value in ("", "NaN", "Infinity", "-Infinity") or (isinstance(value, float) and not math.isfinite(value))
+
+
+def table_chart(names: list[str], rows: list[list[Any]]) -> dict[str, Any] | None:
+    """What to draw of a numeric table artifact, or ``None`` where it has nothing to draw.
+
+    One row per label: the first column of distinct text values (else the row
+    number). The value is the first numeric column named ``mean...`` or
+    ``avg...`` (else the first numeric one that is not a rank); its spread is
+    ``± std...`` where a ``std...`` column exists, and the per-fold points where
+    columns ``fold_0``, ``fold_1``, ... (or scikit-learn's ``split0_test_score``)
+    do. For a cross-validation table: mean score per setting with the folds.
+    """
+    if not rows or not names:
+        return None
+    rows = rows[:TABLE_CHART_ROWS]
+    columns = [[r[i] if i < len(r) else None for r in rows] for i in range(len(names))]
+    numeric = [i for i, col in enumerate(columns) if all(_number(v) is not None or _missing(v) for v in col) and any(_number(v) is not None for v in col)]
+    if not numeric:
+        return None
+    lower = [str(n).lower() for n in names]
+    value = next((i for i in numeric if lower[i].startswith(("mean", "avg", "average"))), None)
+    if value is None:
+        value = next((i for i in numeric if lower[i] not in ("rank", "index", "id", "#") and not _FOLD_COLUMN.match(lower[i])), None)
+    if value is None:
+        return None
+    text = [i for i, col in enumerate(columns) if all(isinstance(v, str) and v for v in col) and len(set(col)) == len(col)]
+    labels = [str(v) for v in columns[text[0]]] if text else [str(n + 1) for n in range(len(rows))]
+    std = next((i for i in numeric if lower[i].startswith(("std", "stdev", "sd_", "sem"))), None)
+    folds = [i for i in numeric if _FOLD_COLUMN.match(lower[i])]
+    chart: dict[str, Any] = {
+        "label_name": names[text[0]] if text else "row",
+        "value_name": names[value],
+        "spread_name": names[std] if std is not None else None,
+        "fold_names": [names[i] for i in folds],
+        "values": {"label": [], "value": [], "low": [], "high": [], "spread": []},
+        "points": {"label": [], "value": [], "fold": []},
+    }
+    for r, label in enumerate(labels):
+        mean = _number(columns[value][r])
+        if mean is None:
+            continue
+        spread = _number(columns[std][r]) if std is not None else None
+        chart["values"]["label"].append(label)
+        chart["values"]["value"].append(mean)
+        chart["values"]["low"].append(mean - spread if spread is not None else mean)
+        chart["values"]["high"].append(mean + spread if spread is not None else mean)
+        chart["values"]["spread"].append(spread if spread is not None else float("nan"))
+        for i in folds:
+            point = _number(columns[i][r])
+            if point is not None:
+                chart["points"]["label"].append(label)
+                chart["points"]["value"].append(point)
+                chart["points"]["fold"].append(names[i])
+    return chart if chart["values"]["label"] else None

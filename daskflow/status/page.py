@@ -782,15 +782,21 @@ def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
             rows = data.get("rows") or []
             fields = [f"c{i}" for i in range(len(names))]
             columns_data = {f: [_cell(r[i]) if i < len(r) else "" for r in rows] for i, f in enumerate(fields)}
+            widths = charts.table_widths(names, [[columns_data[f][r] for f in fields] for r in range(min(len(rows), 500))])
             table = DataTable(
                 source=ColumnDataSource(columns_data),
-                columns=[TableColumn(field=f, title=n, formatter=StringFormatter()) for f, n in zip(fields, names)],
+                columns=[TableColumn(field=f, title=n, width=w, formatter=StringFormatter()) for f, n, w in zip(fields, names, widths)],
+                # Each column as wide as its content; a table wider than the page scrolls sideways instead of cutting cells.
+                autosize_mode="none",
                 sizing_mode="stretch_width",
                 height=min(40 + 25 * len(rows), 400),
                 index_position=None,
                 css_classes=["daskflow-artifact-table"],
             )
             views.append(table)
+            chart = charts.table_chart(names, rows)
+            if chart is not None:
+                views.extend(_table_chart_views(chart, str(artifact.get("key") or len(views))))
         elif kind == "link" and isinstance(data, dict):
             views.append(Div(text=_safe_link(data.get("url"), data.get("text")), css_classes=["daskflow-artifact-link"]))
         elif kind == "progress" and isinstance(data, (int, float)) and not isinstance(data, bool):
@@ -800,6 +806,35 @@ def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
         else:
             views.append(PreText(text=str(data), sizing_mode="stretch_width", css_classes=["daskflow-artifact-text"]))
     return views
+
+
+def _table_chart_views(chart: dict[str, Any], key: str) -> list[Any]:
+    """A numeric table artifact as a dot plot: its value per label (``± spread`` whiskers), with per-fold points."""
+    values = chart["values"]
+    labels = values["label"]
+    title = f"{chart['value_name']} per {chart['label_name']}"
+    if chart["spread_name"]:
+        title += f" (whiskers: ± {chart['spread_name']})"
+    if chart["fold_names"]:
+        title += f"; small dots: {', '.join(chart['fold_names'])}"
+    if len(labels) >= charts.TABLE_CHART_ROWS:
+        title += f"; the first {charts.TABLE_CHART_ROWS} rows"
+    plot = figure(
+        y_range=FactorRange(factors=list(reversed(labels))), height=max(160, 70 + 24 * len(labels)), sizing_mode="stretch_width",
+        tools="xpan,xwheel_zoom,reset", toolbar_location="above", x_axis_label=str(chart["value_name"]),
+        css_classes=["daskflow-artifact-chart"],
+    )
+    plot.ygrid.grid_line_color = None
+    source = ColumnDataSource(values, name=f"daskflow-chart-{key}-values")
+    plot.segment(x0="low", x1="high", y0="label", y1="label", source=source, line_color="#546e7a", line_width=2)
+    if chart["points"]["label"]:
+        points = ColumnDataSource(chart["points"], name=f"daskflow-chart-{key}-points")
+        folds = plot.scatter(x="value", y="label", source=points, size=6, color="#90a4ae", alpha=0.8)
+        plot.add_tools(HoverTool(renderers=[folds], tooltips=[("", "@label"), ("", "@fold"), ("value", "@value{0.0000}")]))
+    means = plot.scatter(x="value", y="label", source=source, size=11, color="#1565c0", line_color="white")
+    spread = [(f"± {chart['spread_name']}", "@spread{0.0000}")] if chart["spread_name"] else []
+    plot.add_tools(HoverTool(renderers=[means], tooltips=[("", "@label"), (str(chart["value_name"]), "@value{0.0000}"), *spread]))
+    return [Div(text=f'<span class="daskflow-artifact-chart-title" style="color:#37474f">{_html(title)}</span>'), plot]
 
 
 def _cell(value: Any) -> str:
