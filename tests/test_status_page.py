@@ -112,7 +112,8 @@ def _state_cell(row):
 
 
 def _row(page, text: str):
-    return page.locator(".slick-row", has_text=text)
+    """A row of the runs table or of a run's task runs table (not of the per-flow table, which names flows too)."""
+    return page.locator(".daskflow-runs .slick-row, .daskflow-tasks .slick-row", has_text=text)
 
 
 def test_live_page_shows_a_run_appear_complete_and_its_failed_task(live_cluster, page, tmp_path):
@@ -242,6 +243,18 @@ def test_daskflow_ui_shows_stored_runs_filters_them_and_opens_a_failed_run(ui_se
     page.goto(base)  # / redirects to /daskflow
     _row(page, "stored-sweep").wait_for()
     _row(page, "clean-sweep").wait_for()
+    from daskflow.status.charts import STATE_COLORS
+
+    # The runs over time: a dot per run, coloured by its state; per flow its last run, success rate, median duration.
+    dots = _drawn(page, "daskflow-runs-over-time")
+    assert sorted(zip(dots["name"], dots["color"])) == sorted([(runs["hostile"].name, STATE_COLORS["FAILED"]),
+                                                               (runs["clean"].name, STATE_COLORS["COMPLETED"])])
+    assert all(t > 0 for t in dots["time"]) and all(s >= 0 for s in dots["seconds"])
+    assert "Completed" in _text(page.locator(".daskflow-runs-legend")) and "Failed" in _text(page.locator(".daskflow-runs-legend"))
+    flows = {tuple(_cells(r))[0]: _cells(r) for r in page.locator(".daskflow-flows .slick-row").all()}
+    assert flows["clean-sweep"][1:4] == ["1", runs["clean"].name, "Completed"] and flows["clean-sweep"][5] == "100% of 1"
+    assert flows["stored-sweep"][1:4] == ["1", runs["hostile"].name, "Failed"] and flows["stored-sweep"][5] == "0% of 1"
+    assert flows["clean-sweep"][6].endswith("s") and flows["clean-sweep"][6] != "-"
     screenshot(page, "ui-runs")
 
     page.locator(".bk-input-group", has_text="State").locator("select").select_option("Failed")

@@ -30,8 +30,10 @@ __all__ = [
     "dependency_graph",
     "deployments_table",
     "flow_choices",
+    "flow_summary",
     "progress_segments",
     "run_time",
+    "runs_over_time",
     "runs_table",
     "state_color",
     "table_chart",
@@ -554,3 +556,51 @@ def table_chart(names: list[str], rows: list[list[Any]]) -> dict[str, Any] | Non
                 chart["points"]["value"].append(point)
                 chart["points"]["fold"].append(names[i])
     return chart if chart["values"]["label"] else None
+
+
+def runs_over_time(records: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
+    """One point per flow run: when it happens (ms since the epoch) by how long it took, coloured by its state.
+
+    A run that has not started sits at duration 0 at its scheduled time.
+    """
+    now = time.time() if now is None else now
+    fields = ("time", "seconds", "color", "state", "name", "flow", "duration", "when")
+    data: dict[str, list[Any]] = {k: [] for k in fields}
+    for record in records:
+        seconds = _duration(record, now)
+        state = record.get("state", {})
+        data["time"].append(run_time(record) * 1000)
+        data["seconds"].append(max(seconds or 0.0, 0.0))
+        data["color"].append(state_color(state))
+        data["state"].append(state.get("name", ""))
+        data["name"].append(record.get("name") or "")
+        data["flow"].append(record.get("flow_name") or "")
+        data["duration"].append(format_duration(seconds))
+        data["when"].append(format_time(run_time(record)))
+    return data
+
+
+def flow_summary(records: list[dict[str, Any]], now: float | None = None) -> dict[str, list[Any]]:
+    """One row per flow: its runs, its last run, the success rate of its finished runs, their median duration."""
+    now = time.time() if now is None else now
+    by_flow: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=run_time, reverse=True):
+        by_flow.setdefault(name_key(record.get("flow_name") or ""), []).append(record)
+    fields = ("flow", "runs", "last", "last_state", "last_time", "success", "median", "last_color")
+    data: dict[str, list[Any]] = {k: [] for k in fields}
+    for runs in sorted(by_flow.values(), key=lambda rs: (rs[0].get("flow_name") or "").lower()):
+        last = next((r for r in runs if not is_waiting(r)), runs[0])  # the newest that ran: a scheduled one says little
+        finished = [r for r in runs if r.get("end_time") and r.get("state", {}).get("type") not in ("RUNNING", "PENDING", "SCHEDULED")]
+        completed = [r for r in finished if r.get("state", {}).get("type") == "COMPLETED"]
+        durations = sorted(d for d in (_duration(r, now) for r in finished) if d is not None)
+        middle = len(durations) // 2
+        median = (durations[middle] if len(durations) % 2 else (durations[middle - 1] + durations[middle]) / 2) if durations else None
+        data["flow"].append(runs[0].get("flow_name") or "")
+        data["runs"].append(len(runs))
+        data["last"].append(last.get("name") or "")
+        data["last_state"].append(last.get("state", {}).get("name", ""))
+        data["last_time"].append(format_time(run_time(last)))
+        data["success"].append(f"{100 * len(completed) / len(finished):.0f}% of {len(finished)}" if finished else "-")
+        data["median"].append(format_duration(median))
+        data["last_color"].append(state_color(last.get("state", {})))
+    return data

@@ -196,6 +196,7 @@ class StatusPage:
         self._busy = False
         self._task_ids: list[str] = []
         self._deployment_rows: list[dict[str, Any]] = []
+        self._chart_ids: list[str] = []
 
         links = f' · <a href="{_html(self.prefix)}/status">Dask dashboard</a>' if source.on_dashboard else ""
         self.header = Div(
@@ -277,8 +278,42 @@ class StatusPage:
             css_classes=["daskflow-runs"],
         )
         self.runs_source.selected.on_change("indices", self._run_selected)
+
+        # The runs shown (filters apply) over time, by duration, coloured by state; and per flow how it goes.
+        self.runs_chart_source = ColumnDataSource(charts.runs_over_time([]), name="daskflow-runs-over-time")
+        self.runs_chart = figure(
+            x_axis_type="datetime", height=200, sizing_mode="stretch_width", tools="xpan,xwheel_zoom,reset,tap", y_range=DataRange1d(start=0),
+            toolbar_location="above", y_axis_label="duration (s)", css_classes=["daskflow-runs-chart"],
+        )
+        points = self.runs_chart.scatter(x="time", y="seconds", color="color", size=9, line_color="white", source=self.runs_chart_source)
+        self.runs_chart.add_tools(HoverTool(renderers=[points], tooltips=[("run", "@name"), ("flow", "@flow"), ("state", "@state"),
+                                                                          ("at", "@when"), ("duration", "@duration")]))
+        self.runs_chart_source.selected.on_change("indices", self._chart_run_selected)
+        self.runs_legend = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-runs-legend"])
+        self.flows_source = ColumnDataSource(charts.flow_summary([]), name="daskflow-flow-summary")
+        flow_spec = [
+            ("flow", "Flow", 160, None),
+            ("runs", "Runs", 60, None),
+            ("last", "Last run", 200, None),
+            ("last_state", "Last state", 90, "last_color"),
+            ("last_time", "Last run at", 140, None),
+            ("success", "Succeeded", 110, None),
+            ("median", "Median duration", 110, None),
+        ]
+        self.flows_table = DataTable(
+            source=self.flows_source,
+            columns=[TableColumn(field=f, title=t, width=w, formatter=StringFormatter(text_color=c) if c else StringFormatter())
+                     for f, t, w, c in flow_spec],
+            sizing_mode="stretch_width",
+            height=_table_height(0),
+            index_position=None,
+            css_classes=["daskflow-flows"],
+        )
         self.runs_view = column(
             row(self.flow_filter, self.state_filter, self.tag_filter, self.since_filter),
+            self.runs_chart,
+            self.runs_legend,
+            self.flows_table,
             self.runs_count,
             self.runs_table,
             sizing_mode="stretch_width",
@@ -344,9 +379,21 @@ class StatusPage:
         self.runs_source.selected.indices = []
         _set_rows(self.runs_table, charts.runs_table(records))
         self.runs_table.height = _table_height(len(records), most=560)
+        self.runs_chart_source.selected.indices = []
+        self._chart_ids = [r["id"] for r in records]
+        self.runs_chart_source.data = charts.runs_over_time(records)
+        states = {name: color for name, color in zip(self.runs_chart_source.data["state"], self.runs_chart_source.data["color"])}
+        self.runs_legend.text = _legend(dict(sorted(states.items())), "one dot per run: when it ran, how long it took; click one to open it")
+        summary = charts.flow_summary(records)
+        _set_rows(self.flows_table, summary)
+        self.flows_table.height = _table_height(len(summary["flow"]), most=260)
         shown = f"{len(records)} run{'s' if len(records) != 1 else ''}"
         more = f" (the newest {RUNS_SHOWN})" if len(records) >= RUNS_SHOWN else ""
         self.runs_count.text = f"{shown}{more}, newest first · select a row to open the run"
+
+    def _chart_run_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new and new[0] < len(self._chart_ids):
+            self.open_run(self._chart_ids[new[0]])
 
     def _run_selected(self, attr: str, old: list[int], new: list[int]) -> None:
         if not new:
