@@ -135,7 +135,7 @@ def main() -> None:
             charts.timeline(tasks)
             graph = charts.dependency_graph(tasks)
             build.append(time.perf_counter() - start)
-        assert len(tasks) == args.tasks + 1 and graph.aggregated == (len(tasks) > charts.GRAPH_NODE_LIMIT)
+        assert len(tasks) == args.tasks + 1 and graph.aggregated == (len(tasks) > charts.GRAPH_GROUP_AT)
 
         ui = subprocess.Popen([exe, "ui", "--storage", store, "--port", "0"], stderr=subprocess.PIPE, text=True, start_new_session=True)
         match = re.search(r"(http://127\.0\.0\.1:\d+)/daskflow", ui.stderr.readline())

@@ -27,6 +27,7 @@ from daskflow import (
     flow,
     get_run_logger,
     task,
+    unmapped,
 )
 
 from . import browser as harness
@@ -111,7 +112,8 @@ def _state_cell(row):
 
 
 def _row(page, text: str):
-    return page.locator(".slick-row", has_text=text)
+    """A row of the runs table or of a run's task runs table (not of the per-flow table, which names flows too)."""
+    return page.locator(".daskflow-runs .slick-row, .daskflow-tasks .slick-row", has_text=text)
 
 
 def test_live_page_shows_a_run_appear_complete_and_its_failed_task(live_cluster, page, tmp_path):
@@ -146,7 +148,7 @@ def test_live_page_shows_a_run_appear_complete_and_its_failed_task(live_cluster,
     row.locator(".slick-cell").nth(1).click()  # open the run view
     header = page.locator(".daskflow-run-header")
     header.filter(has_text=run.name).wait_for()
-    assert "Completed" in _text(header) and '"c": 0.5' in _text(header)
+    assert "Completed" in _text(header) and "c\t0.5" in _text(header)  # a parameters table, not JSON
     failure = page.locator(".daskflow-failure-title")
     failure.filter(has_text="fail-0").wait_for()
     trace = _text(page.locator(".daskflow-failure"))
@@ -182,8 +184,11 @@ def test_the_cancel_button_cancels_a_running_flow_run(live_cluster, page, tmp_pa
         row.locator(".slick-cell").nth(1).click()
         header = page.locator(".daskflow-run-header")
         header.filter(has_text="Running").wait_for()
+        running = page.locator('.daskflow-run-progress .daskflow-progress-segment[data-state="Running"]')
+        expect(running).to_have_attribute("data-count", "1")  # the progress bar, live
         page.get_by_role("button", name="Cancel run").click()
         header.filter(has_text="Cancelled").wait_for()
+        expect(running).to_have_count(0)  # redrawn as the run ends, no reload
         screenshot(page, "live-run-cancelled")
         thread.join(60)
     finally:
@@ -238,6 +243,18 @@ def test_daskflow_ui_shows_stored_runs_filters_them_and_opens_a_failed_run(ui_se
     page.goto(base)  # / redirects to /daskflow
     _row(page, "stored-sweep").wait_for()
     _row(page, "clean-sweep").wait_for()
+    from daskflow.status.charts import STATE_COLORS
+
+    # The runs over time: a dot per run, coloured by its state; per flow its last run, success rate, median duration.
+    dots = _drawn(page, "daskflow-runs-over-time")
+    assert sorted(zip(dots["name"], dots["color"])) == sorted([(runs["hostile"].name, STATE_COLORS["FAILED"]),
+                                                               (runs["clean"].name, STATE_COLORS["COMPLETED"])])
+    assert all(t > 0 for t in dots["time"]) and all(s >= 0 for s in dots["seconds"])
+    assert "Completed" in _text(page.locator(".daskflow-runs-legend")) and "Failed" in _text(page.locator(".daskflow-runs-legend"))
+    flows = {tuple(_cells(r))[0]: _cells(r) for r in page.locator(".daskflow-flows .slick-row").all()}
+    assert flows["clean-sweep"][1:4] == ["1", runs["clean"].name, "Completed"] and flows["clean-sweep"][5] == "100% of 1"
+    assert flows["stored-sweep"][1:4] == ["1", runs["hostile"].name, "Failed"] and flows["stored-sweep"][5] == "0% of 1"
+    assert flows["clean-sweep"][6].endswith("s") and flows["clean-sweep"][6] != "-"
     screenshot(page, "ui-runs")
 
     page.locator(".bk-input-group", has_text="State").locator("select").select_option("Failed")
@@ -454,4 +471,157 @@ def test_deployment_text_is_shown_as_text_never_run_as_markup(deployments_ui, pa
     _open_tab(page, "Runs")
     _grid_rows(page, "daskflow-runs", "nightly-train").first.wait_for()
     assert page.evaluate(_INJECTED) == 0
+    assert errors == []
+
+
+# ------------------------------------------------------- a sweep, drawn
+@task
+def load_digits(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def fit_fold(data: list[int], fold: int, flag: str) -> float:
+    # Fails while the flag file exists: the first run has a failed fit, the rerun recomputes only it.
+    if fold == 5 and Path(flag).exists():
+        raise ValueError("fold 5 diverged")
+    return fold / 100
+
+
+@task
+def score_fold(model: float, fold: int) -> dict:
+    # Six settings of six folds; names as long as the main job's, which a narrow column cut off.
+    return {"setting": f"random_forest max_depth=None, n_estimators={100 + 20 * (fold % 6)}", "fold": fold // 6, "accuracy": 0.9 - model}
+
+
+@task
+def grid_cv_table(scores: list[dict]) -> list[dict]:
+    rows = {}
+    for s in scores:
+        rows.setdefault(s["setting"], []).append(s["accuracy"])
+    table = [{"setting": k, "mean_accuracy": round(sum(v) / len(v), 5), "std_accuracy": round(max(v) - min(v), 5),
+              **{f"fold_{i}": round(a, 5) for i, a in enumerate(v)}} for k, v in rows.items()]
+    table = sorted(table, key=lambda r: -r["mean_accuracy"])
+    create_table_artifact(table, key="cv-results", description="settings x folds, best first")
+    return table
+
+
+N_FOLDS = 36  # 36 fits and 36 scores: "tens of nodes"
+
+
+@flow(name="grid-sweep", task_runner=SequentialTaskRunner())
+def grid_sweep(flag: str, seed: int = 0, grid: dict | None = None):
+    data = load_digits.submit(N_FOLDS)
+    models = fit_fold.map(unmapped(data), range(N_FOLDS), unmapped(flag))
+    scores = score_fold.map(models, range(N_FOLDS))
+    table = grid_cv_table.submit(scores)
+    # Not waited on in the body: a body raising at once would cancel task runs still going.
+    return table
+
+
+@pytest.fixture
+def sweep_ui(_result_storage, tmp_path):
+    flag = tmp_path / "broken"
+    flag.write_text("yes")
+    failed = grid_sweep(str(flag), grid={"C": [1, 10]}, return_state=True).run
+    flag.unlink()
+    rerun = grid_sweep(str(flag), grid={"C": [1, 10]}, return_state=True).run  # all but fit-5, score-5 and the table cached
+    with daskflow_ui(_result_storage) as (base, _):
+        yield base, failed, rerun
+
+
+_SOURCE_DATA = """(name) => {
+  const model = Bokeh.documents[0].get_model_by_name(name);
+  const data = model.data instanceof Map ? [...model.data.entries()] : Object.entries(model.data);
+  return Object.fromEntries(data.map(([k, v]) => [k, Array.from(v)]));
+}"""
+
+
+def _drawn(page, name: str) -> dict:
+    """The columns a named ColumnDataSource holds in the browser: what its glyphs draw."""
+    return page.evaluate(_SOURCE_DATA, name)
+
+
+def _segments(page) -> dict[str, int]:
+    segments = page.locator(".daskflow-run-progress .daskflow-progress-segment")
+    return {s.get_attribute("data-state"): int(s.get_attribute("data-count")) for s in segments.all()}
+
+
+def test_the_run_view_draws_progress_parameters_timeline_and_a_graph_grouped_by_task_name(sweep_ui, page):
+    base, failed, rerun = sweep_ui
+    errors = collect_console_errors(page)
+    page.goto(f"{base}/daskflow?run={rerun.id}")
+    header = page.locator(".daskflow-run-header")
+    header.filter(has_text=rerun.name).wait_for()
+    # The progress bar: one segment per state, sized by its count; the header says the counts once.
+    page.locator(".daskflow-progress-segment").first.wait_for()
+    assert _segments(page) == {"Completed": 3, "Cached": 2 * N_FOLDS - 1}
+    legend = _text(page.locator(".daskflow-run-progress"))
+    assert f"{2 * N_FOLDS + 2} of {2 * N_FOLDS + 2} task runs completed: " in legend
+    shown = _text(header)
+    assert f"Task runs\t{2 * N_FOLDS - 1} Cached, 3 Completed\n" in shown and "cached)" not in shown
+    # Parameters as rows of name and value, not one JSON string.
+    params = page.locator(".daskflow-run-header .daskflow-parameters tr")
+    assert [r.inner_text().split("\t") for r in params.all()] == [["flag", str(Path(rerun.parameters["flag"]))], ["seed", "0"],
+                                                                   ["grid", '{"C": [1, 10]}']]
+    screenshot(page, "ui-sweep-run-view")
+
+    page.goto(f"{base}/daskflow?run={failed.id}")
+    header.filter(has_text=failed.name).wait_for()
+    page.locator(".daskflow-progress-segment").first.wait_for()
+    assert _segments(page) == {"Completed": 2 * N_FOLDS - 1, "Failed": 1, "UpstreamFailed": 2}
+    assert f"{2 * N_FOLDS - 1} of {2 * N_FOLDS + 2} task runs completed" in _text(page.locator(".daskflow-run-progress"))
+
+    _open_tab(page, "Timeline")
+    line = _drawn(page, "daskflow-timeline")
+    assert len(line["left"]) == 2 * N_FOLDS  # one bar per task run that started (not score-5 nor the table)
+    fills = dict(zip(line["task"], line["fill"]))
+    assert sorted(fills) == ["fit_fold", "load_digits", "score_fold"]
+    assert len(set(fills.values())) == len(fills)  # a colour per task name, not per worker or state
+    bad = [(n, s, h) for n, s, h in zip(line["name"], line["state"], line["hatch"]) if h == "x"]
+    assert bad == [("fit_fold-5", "Failed", "x")]
+    assert all(d for d in line["duration"])
+    assert "fit_fold" in _text(page.locator(".daskflow-timeline-legend"))
+    screenshot(page, "ui-sweep-timeline")
+
+    _open_tab(page, "Graph")
+    nodes = _drawn(page, "daskflow-graph-nodes")
+    assert nodes["label"] == ["load_digits", f"fit_fold ×{N_FOLDS}", f"score_fold ×{N_FOLDS}", "grid_cv_table"]
+    assert nodes["x"] == [0, 1, 2, 3]  # load -> fit -> score -> cv_table, left to right
+    assert nodes["counts"] == ["1 Completed", f"{N_FOLDS - 1} Completed, 1 Failed", f"{N_FOLDS - 1} Completed, 1 UpstreamFailed",
+                               "1 UpstreamFailed"]
+    assert len(_drawn(page, "daskflow-graph-edges")["xs"]) == 3
+    screenshot(page, "ui-sweep-graph-grouped")
+    page.get_by_role("button", name="Show every task run").click()
+    page.wait_for_function("n => Bokeh.documents[0].get_model_by_name('daskflow-graph-nodes').data.x.length == n",
+                           arg=2 * N_FOLDS + 2)
+    nodes = _drawn(page, "daskflow-graph-nodes")
+    assert sorted(nodes["state"]).count("Failed") == 1 and len(nodes["name"]) == 2 * N_FOLDS + 2
+    screenshot(page, "ui-sweep-graph-full")
+
+    # The rerun made the CV table: a table whose columns fit their text, and a chart of the mean per setting.
+    page.goto(f"{base}/daskflow?run={rerun.id}")
+    header.filter(has_text=rerun.name).wait_for()
+    _open_tab(page, "Artifacts")
+    table = page.locator(".daskflow-artifact-table")
+    table.locator(".slick-row").first.wait_for()
+    cut = table.locator(".slick-row").evaluate_all(
+        "rows => rows.map(r => r.querySelectorAll('.slick-cell')[0]).filter(c => c.scrollWidth > c.clientWidth).map(c => c.innerText)")
+    assert cut == []  # no setting cut off
+    settings = [c.strip() for c in table.locator(".slick-row .slick-cell:first-child").all_inner_texts()]
+    assert len(set(settings)) == 6 and all(s.startswith("random_forest max_depth=None, n_estimators=") for s in settings)
+    values = _drawn(page, "daskflow-chart-cv-results-values")
+    points = _drawn(page, "daskflow-chart-cv-results-points")
+    expected = {}
+    for fold in range(N_FOLDS):
+        expected.setdefault(f"random_forest max_depth=None, n_estimators={100 + 20 * (fold % 6)}", []).append(0.9 - fold / 100)
+    means = {k: round(sum(v) / len(v), 5) for k, v in expected.items()}
+    assert values["label"] == sorted(means, key=lambda k: -means[k])  # best first, as the table
+    assert values["value"] == pytest.approx([means[k] for k in values["label"]])
+    assert [h - lo for h, lo in zip(values["high"], values["low"])] == pytest.approx([2 * (max(expected[k]) - min(expected[k])) for k in values["label"]])
+    assert len(points["value"]) == N_FOLDS and sorted(set(points["fold"])) == [f"fold_{i}" for i in range(6)]
+    assert sorted(points["value"]) == pytest.approx(sorted(round(a, 5) for v in expected.values() for a in v))
+    title = page.locator(".daskflow-artifact-chart-title").inner_text()
+    assert title.startswith("mean_accuracy per setting (whiskers: ± std_accuracy); small dots: fold_0, fold_1,"), title
+    screenshot(page, "ui-sweep-cv-table")
     assert errors == []

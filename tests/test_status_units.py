@@ -146,3 +146,50 @@ def test_json_replies_have_no_bare_nan_that_a_browser_refuses():
     parsed = json.loads(_json(body), parse_constant=refuse)
     assert parsed == {"rows": [{"score": "NaN", "loss": "Infinity", "gain": "-Infinity", "n": 1.5}], "name": "<b>"}
     assert _json({"a": [1.0]}) == '{"a":[1.0]}'
+
+
+def test_task_counts_say_cached_once_and_progress_segments_follow_the_states():
+    assert charts.task_counts_text({"task_counts": {"Cached": 184}, "cached": 184}) == "184 Cached"
+    # A hit whose state is not called Cached is still counted.
+    assert charts.task_counts_text({"task_counts": {"Completed": 4}, "cached": 1}) == "4 Completed (1 cached)"
+    tasks = [_task(0, cache_hit=True), _task(1), _task(2, state="FAILED"), _task(3, state="RUNNING"), _task(4, cache_hit=True)]
+    assert charts.progress_segments(tasks) == [
+        ("Completed", 1, charts.STATE_COLORS["COMPLETED"]), ("Cached", 2, charts.STATE_COLORS["CACHED"]),
+        ("Running", 1, charts.STATE_COLORS["RUNNING"]), ("Failed", 1, charts.STATE_COLORS["FAILED"]),
+    ]
+
+
+def test_tens_of_task_runs_are_grouped_by_name_unless_the_full_graph_is_asked_for():
+    tasks = [_task(0, task_name="load")]
+    tasks += [_task(1 + i, upstream=["t00000"], task_name="fit", state="FAILED" if i == 3 else "COMPLETED") for i in range(20)]
+    tasks += [_task(21 + i, upstream=[f"t{1 + i:05d}"], task_name="score") for i in range(20)]
+    grouped = charts.dependency_graph(tasks)
+    assert grouped.aggregated and grouped.nodes["label"] == ["load", "fit ×20", "score ×20"]
+    assert grouped.nodes["counts"] == ["1 Completed", "19 Completed, 1 Failed", "20 Completed"]
+    full = charts.dependency_graph(tasks, full=True)
+    assert not full.aggregated and len(full.nodes["name"]) == 41
+    # Forty task runs of forty names: grouping merges nothing, so each is drawn.
+    assert not charts.dependency_graph([_task(i, task_name=f"step{i}") for i in range(40)]).aggregated
+
+
+def test_the_timeline_colours_bars_by_task_name_and_hatches_failures():
+    tasks = [_task(0, task_name="fit"), _task(1, task_name="score", start=1001), _task(2, task_name="fit", state="FAILED", start=1002)]
+    line = charts.timeline(tasks)
+    assert line.data["fill"][0] == line.data["fill"][2] != line.data["fill"][1]
+    assert line.task_colors == {"fit": charts.TASK_COLORS[0], "score": charts.TASK_COLORS[1]}
+    assert line.data["hatch"] == [" ", " ", "x"] and line.data["color"][2] == charts.STATE_COLORS["FAILED"]
+
+
+def test_the_main_jobs_cv_table_charts_mean_score_per_setting_with_the_folds():
+    # The columns of examples/hpo_kfold.py's cv-results artifact, best first.
+    names = ["setting", "family", "params", "mean_accuracy", "std_accuracy", "fold_0", "fold_1", "rank"]
+    rows = [["svc C=10, gamma=0.001", "svc", '{"C": 10}', 0.98, 0.01, 0.97, 0.99, 1],
+            ["knn n_neighbors=1", "knn", '{"n": 1}', 0.95, float("nan"), 0.95, "NaN", 2]]
+    chart = charts.table_chart(names, rows)
+    assert chart["label_name"] == "setting" and chart["value_name"] == "mean_accuracy" and chart["spread_name"] == "std_accuracy"
+    assert chart["values"]["label"] == ["svc C=10, gamma=0.001", "knn n_neighbors=1"] and chart["values"]["value"] == [0.98, 0.95]
+    assert chart["values"]["low"][0] == pytest.approx(0.97) and chart["values"]["high"][1] == 0.95  # no spread: no whisker
+    assert chart["points"]["value"] == [0.97, 0.99, 0.95] and chart["fold_names"] == ["fold_0", "fold_1"]
+    assert charts.table_chart(["model", "notes"], [["a", "b"]]) is None  # nothing numeric: a table only
+    widths = charts.table_widths(names[:2], [["random_forest max_depth=None, n_estimators=200", "x"]])
+    assert widths[0] >= 7 * len("random_forest max_depth=None, n_estimators=200") and widths[1] == 63

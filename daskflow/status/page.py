@@ -43,6 +43,7 @@ from bokeh.models import (
     TabPanel,
     Tabs,
     TextInput,
+    Toggle,
 )
 from bokeh.plotting import figure
 
@@ -83,6 +84,53 @@ def _progress_bar(percent: float) -> str:
     """A bar and its percentage; only a number reaches the HTML."""
     shown = min(max(percent, 0.0), 100.0) if percent == percent else 0.0  # NaN draws as 0
     return f'<progress max="100" value="{shown:.1f}" style="width:240px"></progress> {shown:.1f}%'
+
+
+def _run_progress(segments: list[tuple[str, int, str]]) -> str:
+    """A bar of a run's task runs by state, one coloured segment per state, and its legend.
+
+    Only numbers, colours from :data:`charts.STATE_COLORS` and escaped state names reach the HTML.
+    """
+    total = sum(n for _, n, _ in segments)
+    if not total:
+        return '<div class="daskflow-progress-empty" style="color:#607d8b">no task runs yet</div>'
+    done = sum(n for name, n, color in segments if color in (charts.STATE_COLORS["COMPLETED"], charts.STATE_COLORS["CACHED"]))
+    parts = "".join(
+        f'<div class="daskflow-progress-segment" data-state="{_html(name)}" data-count="{n}" title="{n} {_html(name)}"'
+        f' style="width:{100 * n / total:.3f}%;background:{color};height:100%"></div>'
+        for name, n, color in segments
+    )
+    legend = " · ".join(f'<span style="color:{color}">■</span> {n} {_html(name)}' for name, n, color in segments)
+    return (
+        f'<div style="display:flex;width:min(900px,95vw);height:14px;border-radius:3px;overflow:hidden;background:#eceff1">{parts}</div>'
+        f'<div class="daskflow-progress-legend" style="font-size:90%;margin-top:2px">{done} of {total} task runs completed: {legend}</div>'
+    )
+
+
+def _legend(colors: dict[str, str], note: str = "") -> str:
+    """Swatches naming what each colour is (escaped names; colours are this module's own)."""
+    items = "".join(
+        f'<span class="daskflow-legend-item" style="margin-right:14px;white-space:nowrap">'
+        f'<span style="display:inline-block;width:11px;height:11px;background:{color};margin-right:4px"></span>{_html(name)}</span>'
+        for name, color in colors.items()
+    )
+    return items + (f' <span style="color:#607d8b">· {_html(note)}</span>' if items and note else "")
+
+
+class _Markup(str):
+    """Markup built here from escaped parts, put into :func:`_table` as it is."""
+
+
+def _parameters_table(parameters: dict[str, Any]) -> _Markup | None:
+    """A flow run's parameters as a key/value table (strings as they are, other values as JSON)."""
+    if not parameters:
+        return None
+    rows = []
+    for key, value in parameters.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        text = text if len(text) <= 500 else text[:499] + "…"
+        rows.append(f'<tr><td style="padding-right:10px"><code>{_html(key)}</code></td><td>{_html(text)}</td></tr>')
+    return _Markup(f'<table class="daskflow-parameters">{"".join(rows)}</table>')
 
 
 def _safe_image(url: str | None) -> str:
@@ -148,6 +196,7 @@ class StatusPage:
         self._busy = False
         self._task_ids: list[str] = []
         self._deployment_rows: list[dict[str, Any]] = []
+        self._chart_ids: list[str] = []
 
         links = f' · <a href="{_html(self.prefix)}/status">Dask dashboard</a>' if source.on_dashboard else ""
         self.header = Div(
@@ -229,8 +278,42 @@ class StatusPage:
             css_classes=["daskflow-runs"],
         )
         self.runs_source.selected.on_change("indices", self._run_selected)
+
+        # The runs shown (filters apply) over time, by duration, coloured by state; and per flow how it goes.
+        self.runs_chart_source = ColumnDataSource(charts.runs_over_time([]), name="daskflow-runs-over-time")
+        self.runs_chart = figure(
+            x_axis_type="datetime", height=200, sizing_mode="stretch_width", tools="xpan,xwheel_zoom,reset,tap", y_range=DataRange1d(start=0),
+            toolbar_location="above", y_axis_label="duration (s)", css_classes=["daskflow-runs-chart"],
+        )
+        points = self.runs_chart.scatter(x="time", y="seconds", color="color", size=9, line_color="white", source=self.runs_chart_source)
+        self.runs_chart.add_tools(HoverTool(renderers=[points], tooltips=[("run", "@name"), ("flow", "@flow"), ("state", "@state"),
+                                                                          ("at", "@when"), ("duration", "@duration")]))
+        self.runs_chart_source.selected.on_change("indices", self._chart_run_selected)
+        self.runs_legend = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-runs-legend"])
+        self.flows_source = ColumnDataSource(charts.flow_summary([]), name="daskflow-flow-summary")
+        flow_spec = [
+            ("flow", "Flow", 160, None),
+            ("runs", "Runs", 60, None),
+            ("last", "Last run", 200, None),
+            ("last_state", "Last state", 90, "last_color"),
+            ("last_time", "Last run at", 140, None),
+            ("success", "Succeeded", 110, None),
+            ("median", "Median duration", 110, None),
+        ]
+        self.flows_table = DataTable(
+            source=self.flows_source,
+            columns=[TableColumn(field=f, title=t, width=w, formatter=StringFormatter(text_color=c) if c else StringFormatter())
+                     for f, t, w, c in flow_spec],
+            sizing_mode="stretch_width",
+            height=_table_height(0),
+            index_position=None,
+            css_classes=["daskflow-flows"],
+        )
         self.runs_view = column(
             row(self.flow_filter, self.state_filter, self.tag_filter, self.since_filter),
+            self.runs_chart,
+            self.runs_legend,
+            self.flows_table,
             self.runs_count,
             self.runs_table,
             sizing_mode="stretch_width",
@@ -296,9 +379,21 @@ class StatusPage:
         self.runs_source.selected.indices = []
         _set_rows(self.runs_table, charts.runs_table(records))
         self.runs_table.height = _table_height(len(records), most=560)
+        self.runs_chart_source.selected.indices = []
+        self._chart_ids = [r["id"] for r in records]
+        self.runs_chart_source.data = charts.runs_over_time(records)
+        states = {name: color for name, color in zip(self.runs_chart_source.data["state"], self.runs_chart_source.data["color"])}
+        self.runs_legend.text = _legend(dict(sorted(states.items())), "one dot per run: when it ran, how long it took; click one to open it")
+        summary = charts.flow_summary(records)
+        _set_rows(self.flows_table, summary)
+        self.flows_table.height = _table_height(len(summary["flow"]), most=260)
         shown = f"{len(records)} run{'s' if len(records) != 1 else ''}"
         more = f" (the newest {RUNS_SHOWN})" if len(records) >= RUNS_SHOWN else ""
         self.runs_count.text = f"{shown}{more}, newest first · select a row to open the run"
+
+    def _chart_run_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new and new[0] < len(self._chart_ids):
+            self.open_run(self._chart_ids[new[0]])
 
     def _run_selected(self, attr: str, old: list[int], new: list[int]) -> None:
         if not new:
@@ -447,6 +542,7 @@ class StatusPage:
         self.cancel_button = Button(label="Cancel run", button_type="danger", width=110, css_classes=["daskflow-cancel"])
         self.cancel_button.on_click(lambda: self._schedule(self._cancel))
         self.run_header = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-run-header"])
+        self.run_progress = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-run-progress"])
         self.failure = PreText(text="", sizing_mode="stretch_width", css_classes=["daskflow-failure"], visible=False)
         self.failure_title = Div(text="", css_classes=["daskflow-failure-title"], visible=False)
 
@@ -474,17 +570,26 @@ class StatusPage:
         self.task_detail = PreText(text="Select a task run to see its error, traceback and logs.", sizing_mode="stretch_width", css_classes=["daskflow-task-detail"])
 
         self.timeline_note = Div(text="", css_classes=["daskflow-timeline-note"])
-        self.timeline_source = ColumnDataSource({k: [] for k in ("lane", "left", "right", "color", "name", "state", "duration")})
+        self.timeline_source = ColumnDataSource(charts.timeline([]).data, name="daskflow-timeline")
         self.timeline_plot = figure(
             x_axis_type="datetime", y_range=FactorRange(factors=["-"]), height=320, sizing_mode="stretch_width",
             tools="xpan,xwheel_zoom,reset", toolbar_location="above",
         )
-        self.timeline_plot.hbar(y="lane", left="left", right="right", height=0.8, color="color", source=self.timeline_source)
+        # Coloured by task name, a white edge between runs (back-to-back runs stay apart, idle time shows as
+        # gaps), hatched in the state's colour where a run failed, crashed or was cancelled.
+        self.timeline_plot.hbar(
+            y="lane", left="left", right="right", height=0.8, fill_color="fill", line_color="white", line_width=1,
+            hatch_pattern="hatch", hatch_color="color", source=self.timeline_source,
+        )
         self.timeline_plot.add_tools(HoverTool(tooltips=[("task run", "@name"), ("state", "@state"), ("duration", "@duration")]))
+        self.timeline_legend = Div(text="", sizing_mode="stretch_width", css_classes=["daskflow-timeline-legend"])
 
         self.graph_note = Div(text="", css_classes=["daskflow-graph-note"])
-        self.graph_nodes = ColumnDataSource({k: [] for k in ("x", "y", "name", "state", "color", "size", "label", "detail")})
-        self.graph_edges = ColumnDataSource({"xs": [], "ys": []})
+        self.graph_nodes = ColumnDataSource(charts.dependency_graph([]).nodes, name="daskflow-graph-nodes")
+        # Grouped by task name past a few tens of task runs; this draws every task run (up to charts.GRAPH_NODE_LIMIT).
+        self.graph_full = Toggle(label="Show every task run", active=False, width=180, css_classes=["daskflow-graph-full"])
+        self.graph_full.on_change("active", lambda attr, old, new: self._draw_graph())
+        self.graph_edges = ColumnDataSource({"xs": [], "ys": []}, name="daskflow-graph-edges")
         self.graph_waits = ColumnDataSource({"xs": [], "ys": []})
         self.graph_plot = figure(
             height=420, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset", toolbar_location="above",
@@ -496,7 +601,10 @@ class StatusPage:
         self.graph_plot.multi_line(xs="xs", ys="ys", source=self.graph_waits, line_color="#90a4ae", line_dash="dashed", line_width=1.5)
         nodes = self.graph_plot.scatter(x="x", y="y", size="size", color="color", source=self.graph_nodes, line_color="#263238")
         self.graph_plot.add_tools(HoverTool(renderers=[nodes], tooltips=[("task run", "@name"), ("state", "@state"), ("", "@detail")]))
-        self.graph_plot.add_layout(LabelSet(x="x", y="y", text="label", source=self.graph_nodes, x_offset=9, y_offset=4, text_font_size="9pt"))
+        self.graph_plot.add_layout(LabelSet(x="x", y="y", text="label", source=self.graph_nodes, x_offset="offset", y_offset=4, text_font_size="9pt"))
+        self.graph_plot.add_layout(
+            LabelSet(x="x", y="y", text="counts", source=self.graph_nodes, x_offset="offset", y_offset=-12, text_font_size="8pt", text_color="#546e7a")
+        )
 
         self.logs_text = PreText(text="", sizing_mode="stretch_width", height=420, css_classes=["daskflow-logs"])
         self.artifacts_box = column(sizing_mode="stretch_width", css_classes=["daskflow-artifacts"])
@@ -504,8 +612,8 @@ class StatusPage:
         self.tabs = Tabs(
             tabs=[
                 TabPanel(child=column(self.tasks_table, self.task_detail, sizing_mode="stretch_width"), title="Task runs"),
-                TabPanel(child=column(self.timeline_note, self.timeline_plot, sizing_mode="stretch_width"), title="Timeline"),
-                TabPanel(child=column(self.graph_note, self.graph_plot, sizing_mode="stretch_width"), title="Graph"),
+                TabPanel(child=column(self.timeline_note, self.timeline_plot, self.timeline_legend, sizing_mode="stretch_width"), title="Timeline"),
+                TabPanel(child=column(row(self.graph_full, self.graph_note), self.graph_plot, sizing_mode="stretch_width"), title="Graph"),
                 TabPanel(child=self.logs_text, title="Logs"),
                 TabPanel(child=self.artifacts_box, title="Artifacts"),
             ],
@@ -513,6 +621,7 @@ class StatusPage:
         )
         self.run_view = column(
             row(back, self.cancel_button),
+            self.run_progress,
             self.run_header,
             self.failure_title,
             self.failure,
@@ -529,6 +638,7 @@ class StatusPage:
         self._detail = detail
         self._logs = logs
         self.run_header.text = _run_header(record)
+        self.run_progress.text = _run_progress(charts.progress_segments(detail.tasks))
         # A run that has not started has no driver to tell yet (`daskflow cancel` writes a request it reads when it starts).
         self.cancel_button.visible = not detail.finished and not is_waiting(record)
         self._show_failure(detail)
@@ -543,20 +653,12 @@ class StatusPage:
         line = charts.timeline(detail.tasks)
         self.timeline_plot.y_range.factors = line.lanes or ["-"]
         self.timeline_source.data = line.data
+        self.timeline_legend.text = _legend(line.task_colors, "hatched: failed, crashed or cancelled")
         self.timeline_note.text = _html(
             f"{line.shown} task runs on {len(line.lanes)} lane(s)"
             + (f"; more than {charts.TIMELINE_BAR_LIMIT}, so each bar is a time bin of a worker with the task runs in it" if line.aggregated else "")
         )
-        graph = charts.dependency_graph(detail.tasks)
-        self.graph_edges.data = graph.edges
-        self.graph_waits.data = graph.wait_edges
-        self.graph_nodes.data = graph.nodes
-        note = f"{len(detail.tasks)} task runs; solid edges are data, dashed ones wait_for"
-        if graph.aggregated:
-            note += f"; more than {charts.GRAPH_NODE_LIMIT}, so one node per task name"
-        if graph.omitted:
-            note += f"; {graph.omitted} task names not drawn"
-        self.graph_note.text = _html(note)
+        self._draw_graph()
 
         shown = logs[-LOG_LINES_SHOWN:]
         head = f"[the last {len(shown)} of {len(logs)} lines; `daskflow logs {record['id'][:8]}` prints all]\n" if len(logs) > len(shown) else ""
@@ -564,6 +666,23 @@ class StatusPage:
         if len(detail.artifacts) != self._artifacts_shown:
             self._artifacts_shown = len(detail.artifacts)
             self.artifacts_box.children = _artifact_views(detail.artifacts) or [Div(text="(no artifacts)")]
+
+    def _draw_graph(self) -> None:
+        tasks = self._detail.tasks
+        full = bool(self.graph_full.active)
+        graph = charts.dependency_graph(tasks, full=full)
+        self.graph_edges.data = graph.edges
+        self.graph_waits.data = graph.wait_edges
+        self.graph_nodes.data = graph.nodes
+        # The toggle matters only where the two drawings differ.
+        self.graph_full.visible = len(tasks) > charts.GRAPH_GROUP_AT
+        note = f"{len(tasks)} task runs; solid edges are data, dashed ones wait_for"
+        if graph.aggregated:
+            past = charts.GRAPH_NODE_LIMIT if full or len(tasks) > charts.GRAPH_NODE_LIMIT else charts.GRAPH_GROUP_AT
+            note += f"; more than {past}, so one node per task name with its task runs by state"
+        if graph.omitted:
+            note += f"; {graph.omitted} task names not drawn"
+        self.graph_note.text = _html(note)
 
     def _show_failure(self, detail: RunDetail) -> None:
         failed = [t for t in detail.tasks if t.get("state", {}).get("type") in ("FAILED", "CRASHED")]
@@ -619,8 +738,6 @@ def _run_header(record: dict[str, Any]) -> str:
     now = time.time()
     start = record.get("start_time")
     duration = format_duration(((record.get("end_time") or now) - start) if start else None)
-    counts = dict(record.get("task_counts") or {})
-    cached = record.get("cached") or 0
     waiting = is_waiting(record)
     rows = [
         ("Flow", record.get("flow_name")),
@@ -633,8 +750,8 @@ def _run_header(record: dict[str, Any]) -> str:
         ("Started", "not yet" if waiting else format_time(start)),
         ("Duration", None if waiting else duration),
         ("Tags", ", ".join(record.get("tags") or ())),
-        ("Task runs", ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) + (f" ({cached} cached)" if cached else "")),
-        ("Parameters", json.dumps(record.get("parameters") or {}, default=str)[:2000]),
+        ("Task runs", charts.task_counts_text(record)),
+        ("Parameters", _parameters_table(record.get("parameters") or {})),
         ("Results", record.get("result_storage")),
         ("History", record.get("history_url")),
         ("Parent run", _named_run(record.get("parent_flow_run_name"), record.get("parent_flow_run_id"))),
@@ -661,7 +778,7 @@ def _named_run(name: str | None, run_id: str | None) -> str | None:
 def _table(rows: list[tuple[str, Any]]) -> str:
     """A two-column table of label and (escaped) value, without the empty ones."""
     cells = "".join(
-        f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{_html(k)}</th><td>{_html(v)}</td></tr>'
+        f'<tr><th style="text-align:left;padding-right:12px;vertical-align:top">{_html(k)}</th><td>{v if isinstance(v, _Markup) else _html(v)}</td></tr>'
         for k, v in rows
         if v not in (None, "", "{}")
     )
@@ -712,15 +829,21 @@ def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
             rows = data.get("rows") or []
             fields = [f"c{i}" for i in range(len(names))]
             columns_data = {f: [_cell(r[i]) if i < len(r) else "" for r in rows] for i, f in enumerate(fields)}
+            widths = charts.table_widths(names, [[columns_data[f][r] for f in fields] for r in range(min(len(rows), 500))])
             table = DataTable(
                 source=ColumnDataSource(columns_data),
-                columns=[TableColumn(field=f, title=n, formatter=StringFormatter()) for f, n in zip(fields, names)],
+                columns=[TableColumn(field=f, title=n, width=w, formatter=StringFormatter()) for f, n, w in zip(fields, names, widths)],
+                # Each column as wide as its content; a table wider than the page scrolls sideways instead of cutting cells.
+                autosize_mode="none",
                 sizing_mode="stretch_width",
                 height=min(40 + 25 * len(rows), 400),
                 index_position=None,
                 css_classes=["daskflow-artifact-table"],
             )
             views.append(table)
+            chart = charts.table_chart(names, rows)
+            if chart is not None:
+                views.extend(_table_chart_views(chart, str(artifact.get("key") or len(views))))
         elif kind == "link" and isinstance(data, dict):
             views.append(Div(text=_safe_link(data.get("url"), data.get("text")), css_classes=["daskflow-artifact-link"]))
         elif kind == "progress" and isinstance(data, (int, float)) and not isinstance(data, bool):
@@ -730,6 +853,35 @@ def _artifact_views(artifacts: list[dict[str, Any]]) -> list[Any]:
         else:
             views.append(PreText(text=str(data), sizing_mode="stretch_width", css_classes=["daskflow-artifact-text"]))
     return views
+
+
+def _table_chart_views(chart: dict[str, Any], key: str) -> list[Any]:
+    """A numeric table artifact as a dot plot: its value per label (``± spread`` whiskers), with per-fold points."""
+    values = chart["values"]
+    labels = values["label"]
+    title = f"{chart['value_name']} per {chart['label_name']}"
+    if chart["spread_name"]:
+        title += f" (whiskers: ± {chart['spread_name']})"
+    if chart["fold_names"]:
+        title += f"; small dots: {', '.join(chart['fold_names'])}"
+    if len(labels) >= charts.TABLE_CHART_ROWS:
+        title += f"; the first {charts.TABLE_CHART_ROWS} rows"
+    plot = figure(
+        y_range=FactorRange(factors=list(reversed(labels))), height=max(160, 70 + 24 * len(labels)), sizing_mode="stretch_width",
+        tools="xpan,xwheel_zoom,reset", toolbar_location="above", x_axis_label=str(chart["value_name"]),
+        css_classes=["daskflow-artifact-chart"],
+    )
+    plot.ygrid.grid_line_color = None
+    source = ColumnDataSource(values, name=f"daskflow-chart-{key}-values")
+    plot.segment(x0="low", x1="high", y0="label", y1="label", source=source, line_color="#546e7a", line_width=2)
+    if chart["points"]["label"]:
+        points = ColumnDataSource(chart["points"], name=f"daskflow-chart-{key}-points")
+        folds = plot.scatter(x="value", y="label", source=points, size=6, color="#90a4ae", alpha=0.8)
+        plot.add_tools(HoverTool(renderers=[folds], tooltips=[("", "@label"), ("", "@fold"), ("value", "@value{0.0000}")]))
+    means = plot.scatter(x="value", y="label", source=source, size=11, color="#1565c0", line_color="white")
+    spread = [(f"± {chart['spread_name']}", "@spread{0.0000}")] if chart["spread_name"] else []
+    plot.add_tools(HoverTool(renderers=[means], tooltips=[("", "@label"), (str(chart["value_name"]), "@value{0.0000}"), *spread]))
+    return [Div(text=f'<span class="daskflow-artifact-chart-title" style="color:#37474f">{_html(title)}</span>'), plot]
 
 
 def _cell(value: Any) -> str:
