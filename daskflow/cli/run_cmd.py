@@ -57,7 +57,7 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise CLIError(f"-p {pair!r} is not name=value; write -p n_folds=5 or -p 'grid=[0.1, 1.0]'")
+            raise CLIError(f"-p {pair!r} is not name=value; write -p NAME=VALUE, like -p folds=5 or -p 'grid=[0.1, 1.0]'")
         try:
             out[name.strip()] = json.loads(value)
         except ValueError:
@@ -144,8 +144,8 @@ def run(target: str, params: tuple[str, ...], address: str | None, storage: str 
 
     \b
     Examples:
-      daskflow run examples/hpo_kfold.py:hpo_kfold -p n_folds=5
-      daskflow run mypkg.pipelines:nightly --address tcp://scheduler:8786 --storage s3://bucket/runs
+      daskflow run examples/quickstart.py:estimate_pi -p batches=4 -p points=10000
+      daskflow run examples/hpo_kfold.py:hpo_kfold -p folds=3 -p seed=1 --address tcp://127.0.0.1:8786 --storage s3://bucket/runs
     """
     from ..exceptions import InvalidOptionError, ParameterValidationError
     from ..pipeline.flow import RUN_OBSERVERS
