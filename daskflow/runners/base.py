@@ -70,6 +70,11 @@ class TaskRunner(abc.ABC):
     def shutdown(self) -> None:
         """Release everything :meth:`start` acquired. Safe to call twice."""
 
+    def silence_teardown(self) -> None:
+        """Called when Ctrl-C stops the run, before its task runs are cancelled: a
+        runner whose cancelling and :meth:`shutdown` would print warnings about the
+        work cut short (Dask's) silences them, as the run's final line says it all."""
+
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         """Ship a task function once per run; the result goes into ``AttemptCall.fn``."""
         return fn
