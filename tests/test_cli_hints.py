@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -128,3 +129,18 @@ def test_the_parameter_error_example_is_valid(bad, monkeypatch):
     monkeypatch.chdir(REPO)
     line = assert_error(CliRunner().invoke(cli, ["run", "examples/quickstart.py", "-p", bad]), 2, "NAME=VALUE")
     assert "n_folds" not in line
+
+
+def test_an_unreachable_storage_endpoint_is_said_once_with_where_to_set_it(tmp_path):
+    pytest.importorskip("s3fs")
+    (tmp_path / "tiny.py").write_text(FLOW_FILE)
+    env = activated_env(worker_env())
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", DASK_DASKFLOW__STORAGE__OPTIONS=json.dumps(
+        {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}, "config_kwargs": {"retries": {"max_attempts": 1}}}))
+    done = subprocess.run(["bash", "-c", "daskflow run tiny.py:tiny --storage s3://bucket/x"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert output.count("cannot reach the storage endpoint http://127.0.0.1:9") == 1, output
+    assert "AWS_ENDPOINT_URL" in output and "daskflow.storage.options" in output
+    assert "Traceback" not in output

@@ -409,8 +409,7 @@ class _FlowRunner:
             try:
                 store = self.storage.store()  # probed: a bad bucket fails here, before any task
             except (StorageError, InvalidOptionError) as exc:
-                logger.error("Flow run %r - %s", flow_run.name, exc)
-                return self._finish(flow_run, Failed(str(exc), data=exc))
+                return self._finish(flow_run, Failed(str(exc), data=exc))  # its final line says why, once
             flow_run.result_storage = store.url
         self.recorder = self._recorder(flow_run)
 
