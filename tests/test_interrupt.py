@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from .conftest import REPO, process_gone, wait_until, worker_env
+from .hints import activated_env, printed_commands, run_printed
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,11 @@ def test_ctrl_c_prints_one_line_saying_cancelled_recorded_and_how_to_resume(tmp_
     assert "finished in state Cancelled('interrupted by KeyboardInterrupt (Ctrl-C)')" in last
     assert "recorded: daskflow runs show " in last and f"--storage {tmp_path / 'store'}" in last
     assert last.endswith("; run it again to resume (the task run that completed is reused)")
+    # The command it prints works as printed, and the record says Cancelled.
+    (command,) = [c for c in printed_commands(last) if c.startswith("daskflow runs show")]
+    shown = run_printed(command, activated_env(worker_env()), tmp_path)
+    assert "state       Cancelled: interrupted by KeyboardInterrupt (Ctrl-C)" in shown
+    assert "touch-0     Completed" in shown or any(line.split()[:2] == ["touch-0", "Completed"] for line in shown.splitlines())
 
 
 def test_ctrl_c_of_daskflow_run_exits_130_without_aborted(tmp_path):

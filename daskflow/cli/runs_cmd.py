@@ -297,11 +297,14 @@ def logs(run: str, storage: str | None, task: str | None, level: str, as_json: b
     history = _history(storage)
     entry = _resolve(history, run)
     try:
-        if task not in (None, "-"):
+        lines = history.logs(entry, None if task == "-" else task)
+        if task not in (None, "-") and not lines:
+            # A name no task run has is a typo, not a quiet task run. Read the task
+            # records (and every line: a running run's records may lag its logs).
             names = [n for t in history.tasks(entry) for n in (t.get("name"), t.get("task_name")) if n]
+            names += [str(line["tn"]) for line in history.logs(entry) if line.get("tn")]
             check_known(task, names, f"no task run named {task!r} in run {entry.run_id}",
                         fix=f"list its task runs with `daskflow runs show {run}`")
-        lines = history.logs(entry, None if task == "-" else task)
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
     if task == "-":
