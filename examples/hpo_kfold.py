@@ -239,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CV table, metrics:   {files['cv_results.json']}, {files['metrics.json']}")
     print(f"best model:          {files['best_model.pkl']}")
     print(f"artifacts:           daskflow artifacts show {run.id[:12]} cv-results{storage}")
-    if run.status_link:
+    if run.status_link and args.address:
+        # The scheduler at --address outlives the run: its page goes on showing it.
+        print(f"status page:         {run.status_link} (live on the scheduler at {args.address}; also: daskflow ui{storage})")
+    elif run.status_link:
         print(f"status page:         {run.status_link} while the run went; now: daskflow ui{storage}")
     return 0
 

@@ -61,6 +61,8 @@ def main() -> None:
     else:
         print(f"flaky_average took {retried.attempts} attempts: {' -> '.join(s.name for s in retried.state_history)}")
         print(f"results are stored in {run.result_storage}; run again and nothing is recomputed")
+        print(f"its retry warning:   daskflow logs {run.id[:12]} --task flaky_average-0")
+    print("this run and others: daskflow runs ls; daskflow ui (the status page)")
     raise SystemExit(0 if state.is_completed() else 1)
 
 

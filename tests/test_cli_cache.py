@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from daskflow import NONE, CorruptedResultError, SequentialTaskRunner, Store, flow
 from daskflow.cli import cli
+from daskflow.storage.entries import format_size
 from daskflow.storage.store import Manifest
 
 from .conftest import assert_error
@@ -87,6 +88,13 @@ def test_ls_lists_a_flows_entries_newest_first(_result_storage):
     assert sorted((r[1], r[2]) for r in rows) == [("cache", "add"), ("cache", "total"), ("run", "describe")]
     assert "3 entries" in result.stdout.splitlines()[-1]
     assert result.stderr == ""  # no quarantine warning, nothing unreadable
+    # The whole store's size, by top-level folder: results and the run history.
+    on_disk = {folder.name: sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+               for folder in _result_storage.iterdir() if folder.is_dir()}
+    summary = result.stdout.splitlines()[-1]
+    total = sum(on_disk.values())
+    assert f"; the store holds {format_size(total)} in all (" in summary
+    assert f"results {format_size(on_disk['results'])}" in summary and f"runs {format_size(on_disk['runs'])}" in summary
 
     listed = json.loads(invoke("cache", "ls", "--json").stdout)
     on_disk = manifests(_result_storage)

@@ -19,7 +19,7 @@ from daskflow import (
 from daskflow.cli import cli
 
 from .conftest import assert_error
-from .tasks import add, fail, scored
+from .tasks import add, fail, flaky, scored
 
 
 @task
@@ -83,8 +83,23 @@ def test_runs_ls_lists_newest_first_and_filters(history):
     assert ids("--limit", "1") == [history["cached"]]
     assert ids("--since", "1h") == [history["cached"], history["broken"], history["first"]]
     assert ids("--since", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600))) == []
-    assert ids("--flow", "nothing") == []
-    assert "No runs" in invoke("runs", "ls", "--flow", "nothing").output
+    assert ids("--flow", "broken", "--state", "Completed") == []  # real names that match no run: empty, exit 0
+    assert "No runs" in invoke("runs", "ls", "--flow", "broken", "--state", "Completed").output
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("--state", "Faild"), ("unknown state 'Faild'", "did you mean 'Failed'?")),
+        (("--state", "Faild", "--json"), ("unknown state 'Faild'", "'Failed'")),
+        (("--flow", "swep"), ("no runs of a flow named 'swep'", "did you mean 'sweep'?")),
+        (("--flow", "nothing"), ("no runs of a flow named 'nothing'", "known: 'broken', 'sweep'")),
+        (("--tag", "smok"), ("no run tagged 'smok'", "did you mean 'smoke'?")),
+    ],
+)
+def test_runs_ls_filters_naming_nothing_are_errors_with_the_nearest_names(history, args, fragments):
+    _one_line_error(invoke("runs", "ls", *args))
+    assert_error(invoke("runs", "ls", *args), 2, *fragments)
 
 
 def test_runs_show_prints_the_run_and_its_task_table(history):
@@ -131,6 +146,15 @@ def test_logs_show_flow_and_task_lines_and_filter(history):
     as_json = json.loads(invoke("logs", history["first"], "--json").output)
     assert as_json[0]["level"] == "INFO" and as_json[0]["task_run"] is None
     _one_line_error(invoke("logs", history["first"], "--level", "LOUD"))
+    assert_error(invoke("logs", history["first"], "--level", "WARNIN"), 2, "did you mean 'WARNING'?")
+
+
+def test_logs_task_naming_no_task_run_is_an_error_with_the_nearest_names(history):
+    line = _one_line_error(invoke("logs", history["first"], "--task", "scord"))
+    assert f"no task run named 'scord' in run {history['first']}" in line
+    assert "did you mean 'scored'" in line and "'scored-0'" in line
+    line = _one_line_error(invoke("logs", history["first"], "--task", "zzz"))
+    assert "daskflow runs show" in line
 
 
 def test_artifacts_ls_and_show(history):
@@ -147,6 +171,7 @@ def test_artifacts_ls_and_show(history):
     assert table.output.splitlines()[2].split() == ["fold", "C", "score"]
     assert "**best** fold: 0" in invoke("artifacts", "show", history["first"], "summary").output
     _one_line_error(invoke("artifacts", "show", history["first"], "missing-key"))
+    assert_error(invoke("artifacts", "show", history["first"], "sumary"), 2, "did you mean 'summary'?")
     # Cached task runs did not run, so only the flow body's artifact is there.
     assert [a["key"] for a in json.loads(invoke("artifacts", "ls", history["cached"], "--json").output)] == ["summary"]
 
@@ -193,3 +218,25 @@ def test_config_history_settings_are_validated(_result_storage):
     with dask.config.set({"daskflow.history.flush-interval": "often"}):
         with pytest.raises(Exception, match="flush-interval is 'often'"):
             once()
+
+
+@flow(task_runner=SequentialTaskRunner())
+def retried(marker_dir: str):
+    return flaky.with_options(retries=1, retry_delay_seconds=0).submit(marker_dir, "f", 1).result()
+
+
+def test_engine_messages_are_in_the_task_runs_logs_and_a_retried_attempt_is_not_an_error(_result_storage, tmp_path):
+    run_id = retried(str(tmp_path), return_state=True).run.id
+    # The engine's retry warning, printed on the console, is in the task run's own logs.
+    lines = invoke("logs", run_id, "--task", "flaky-0").output.splitlines()
+    assert len(lines) == 1, lines
+    assert "WARNING | Task run 'flaky-0' - attempt 1 failed (RuntimeError: f attempt 1 fails on purpose); retry 1 of 1" in lines[0]
+    as_json = json.loads(invoke("logs", run_id, "--task", "flaky", "--json").output)
+    assert [line["task_run"] for line in as_json] == ["flaky-0"]
+
+    shown = invoke("runs", "show", run_id).output
+    row = next(line for line in shown.splitlines() if line.startswith("flaky-0"))
+    assert row.split()[1:4] == ["Completed", "2", "(1", "failed)"][:3] and "fails on purpose" not in row
+    assert "2 (1 failed)" in row
+    after = shown.split("Attempts that failed before a retry succeeded:", 1)[1].strip().splitlines()
+    assert after == ["flaky-0: attempt 1: RuntimeError: f attempt 1 fails on purpose"]

@@ -14,6 +14,7 @@ from daskflow import Store
 from daskflow.storage.records import History
 
 from .conftest import REPO, worker_env
+from .hints import activated_env, printed_commands, run_printed
 from .s3 import bucket_keys
 
 pytestmark = pytest.mark.slow
@@ -107,6 +108,12 @@ def test_a_rerun_publishes_and_prints_its_own_files_not_the_last_runs(tmp_path):
         return done
 
     first, _, third = run(), run("--seed", "1"), run()
+    # Every command it prints works as printed, in the shell the README's quick start leaves.
+    commands = printed_commands(first.stdout)
+    assert [c.split()[1] for c in commands] == ["cache", "artifacts", "ui"], first.stdout
+    shell = activated_env(env)
+    outputs = [run_printed(command, shell, tmp_path) for command in commands]
+    assert "fit" in outputs[0] and "mean_accuracy" in outputs[1]
     assert "task runs were reused from storage" in third.stdout
     # The embedded LocalCluster starts when a task run first has to execute: a
     # fully cached run in a new process starts none (no dashboard, no workers).

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 from pydantic import SecretStr
 
 from daskflow import DaskTaskRunner, flow
+from daskflow.cli import cli
 from daskflow.status.feed import status_link
 
 from .conftest import REPO, DaskCLICluster, daskflow_ui, wait_until, worker_env
@@ -139,6 +141,14 @@ def test_a_separate_dask_scheduler_serves_the_page_once_a_client_registers_the_p
         ws = f"ws://127.0.0.1:{cluster.dashboard.rsplit(':', 1)[1]}/daskflow/ws"
         assert _ws_status(ws, "http://evil.example") == 403
         assert _ws_status(ws, cluster.dashboard) is None
+        # `daskflow run --address`: the scheduler outlives the run, so its summary gives the
+        # page's live link (not only "daskflow ui"), and the link works after the run.
+        (tmp_path / "tiny.py").write_text("from daskflow import flow\n\n@flow\ndef tiny(x: int = 1) -> int:\n    return x\n")
+        ran = CliRunner().invoke(cli, ["run", f"{tmp_path / 'tiny.py'}:tiny", "--address", cluster.address])
+        assert ran.exit_code == 0, ran.output
+        (live,) = [line.split()[1] for line in ran.stdout.splitlines() if line.endswith("(live on the scheduler)")]
+        assert live.startswith(f"{cluster.dashboard}/daskflow?run=")
+        assert _get(live)[0] == 200
     finally:
         cluster.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from .._times import format_duration, format_time
 __all__ = [
     "CLIError",
     "address_option",
+    "check_known",
     "cluster_client",
     "echo_json",
     "format_duration",
@@ -47,6 +49,51 @@ class CLIError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def check_known(value: str, known: Iterable[str], message: str, *, fix: str = "", fold_case: bool = False) -> None:
+    """Refuse a filter value that matches nothing this command knows of.
+
+    A filter such as ``--task fitt`` or ``--state Faild`` that names nothing
+    would print nothing and exit 0, which reads as "no such lines"; this says
+    so instead, with the nearest known values (:func:`difflib.get_close_matches`).
+
+    Parameters
+    ----------
+    value : str
+        What the user typed.
+    known : iterable of str
+        The values that exist (task run names, state names, flow names...).
+    message : str
+        The start of the error, e.g. ``"no task run named 'fitt' in run X"``.
+    fix : str
+        What to do instead, added when nothing is close (e.g. "list them with ...").
+    fold_case : bool
+        Compare and suggest ignoring case (state names).
+
+    Raises
+    ------
+    CLIError
+        Exit code 2, if ``value`` is not in ``known``.
+    """
+    known = sorted(set(known))
+    if (value.lower() in {k.lower() for k in known}) if fold_case else (value in known):
+        return
+    if fold_case:
+        by_lower = {k.lower(): k for k in known}
+        close = [by_lower[k] for k in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
+    else:
+        close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    if close:
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)"
+    elif fix:
+        hint = f"; {fix}"
+    elif known:
+        shown = ", ".join(repr(k) for k in known[:8]) + (", ..." if len(known) > 8 else "")
+        hint = f" (known: {shown})"
+    else:
+        hint = ""
+    raise CLIError(message + hint)
 
 
 def storage_option(fn: F) -> F:

@@ -169,8 +169,19 @@ def _summary(store: Store, matching: list[Entry], shown: list[Entry], task_name:
     if expired:  # still stored, but read as misses
         what += f" ({expired} expired)"
     if len(shown) < len(matching):
-        return f"Showing {len(shown)} of {what} ({total} stored in all) in {store.url}; --limit shows more"
-    return f"{what}, {total} stored in {store.url}"
+        return f"Showing {len(shown)} of {what} ({total} stored in all) in {store.url}; --limit shows more" + _store_size(store)
+    return f"{what}, {total} stored in {store.url}" + _store_size(store)
+
+
+def _store_size(store: Store) -> str:
+    """``; the store holds 512.0 MB in all (results 500.0 MB, runs 12.0 MB)``: cache
+    entries are not all a store keeps (run history, files flows write themselves)."""
+    try:
+        usage = store.usage()
+    except StorageError:
+        return ""
+    parts = ", ".join(f"{folder or '(root)'} {format_size(size)}" for folder, size in sorted(usage.items(), key=lambda kv: -kv[1]) if size)
+    return f"; the store holds {format_size(sum(usage.values()))} in all ({parts})" if parts else ""
 
 
 def _ls_quarantine(store: Store, task_name: str | None, limit: int, as_json: bool) -> None:

@@ -68,7 +68,7 @@ def deploy_command(names: tuple[str, ...], deploy_all: bool, path: str, storage:
     \b
     Examples:
       daskflow deploy --all
-      daskflow deploy monthly-retrain --storage s3://models/prod
+      daskflow deploy retrain-prod --storage s3://models/prod
     """
     from ..deployments.deployment import deploy, load_project
     from ..exceptions import InvalidOptionError, StorageError
@@ -245,7 +245,7 @@ def deployments_run(name: str, params: tuple[str, ...], address: str | None, sto
 
     \b
     Examples:
-      daskflow deployments run monthly-retrain -p sample=true --address tcp://127.0.0.1:8786 --watch
+      daskflow deployments run retrain-dev -p sample=false --address tcp://127.0.0.1:8786 --watch
     """
     from ..deployments.launch import create_run, new_request, submit_run
     from ..exceptions import StorageError
@@ -348,7 +348,7 @@ def backfill(name: str, start: str, end: str, max_runs: int, address: str | None
 
     \b
     Examples:
-      daskflow backfill monthly-retrain --start 2026-01-01 --end 2026-06-30 --address tcp://127.0.0.1:8786
+      daskflow backfill retrain-prod --start 2026-01-01 --end 2026-06-30 --address tcp://127.0.0.1:8786
     """
     from ..deployments.launch import claim_slot, create_run, submit_run
 

@@ -21,7 +21,10 @@ from ._common import (
     storage_option,
 )
 
-__all__ = ["COMMANDS", "load_flow", "parse_parameters"]
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "load_flow", "parse_parameters"]
+
+#: The exit status of a run Ctrl-C stopped, as a shell reports a process SIGINT ended.
+EXIT_INTERRUPTED = 130
 
 
 def load_flow(target: str) -> Any:
@@ -57,7 +60,7 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            raise CLIError(f"-p {pair!r} is not name=value; write -p n_folds=5 or -p 'grid=[0.1, 1.0]'")
+            raise CLIError(f"-p {pair!r} is not name=value; write -p NAME=VALUE, like -p folds=5 or -p 'grid=[0.1, 1.0]'")
         try:
             out[name.strip()] = json.loads(value)
         except ValueError:
@@ -140,12 +143,12 @@ class _ClearingStream:
 @click.option("--progress/--no-progress", default=None, help="Show a progress bar (default: when stderr is a terminal).")
 @json_option
 def run(target: str, params: tuple[str, ...], address: str | None, storage: str | None, progress: bool | None, as_json: bool) -> None:
-    """Run a flow and print a summary. Exit code 0 if it completed, 1 if not, 2 for bad usage.
+    """Run a flow and print a summary. Exit code 0 if it completed, 1 if not, 2 for bad usage, 130 after Ctrl-C.
 
     \b
     Examples:
-      daskflow run examples/hpo_kfold.py:hpo_kfold -p n_folds=5
-      daskflow run mypkg.pipelines:nightly --address tcp://scheduler:8786 --storage s3://bucket/runs
+      daskflow run examples/quickstart.py:estimate_pi -p batches=4 -p points=10000
+      daskflow run examples/hpo_kfold.py:hpo_kfold -p folds=3 -p seed=1 --address tcp://127.0.0.1:8786 --storage s3://bucket/runs
     """
     from ..exceptions import InvalidOptionError, ParameterValidationError
     from ..pipeline.flow import RUN_OBSERVERS
@@ -189,18 +192,23 @@ def run(target: str, params: tuple[str, ...], address: str | None, storage: str 
         bar.start()
     try:
         state = flow(**parameters, return_state=True)
+    except KeyboardInterrupt:
+        # The run's last log line said it was cancelled and how to resume; not click's "Aborted!".
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     finally:
         RUN_OBSERVERS.remove(bar.observe)
         if show_bar:
             bar.stop()
             for handler, stream in saved_streams:
                 handler.setStream(stream)
-    _summary(bar.flow_run, state, as_json)
+    _summary(bar.flow_run, state, as_json, live=address is not None)
     if not state.is_completed():
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
+def _summary(flow_run: Any, state: Any, as_json: bool, live: bool = False) -> None:
+    """The run's summary; ``live``: its scheduler (``--address``) outlives the run,
+    so its status page link still works and is printed."""
     from ..masking import mask, mask_value
 
     counts = flow_run.state_counts() if flow_run is not None else {}
@@ -225,7 +233,9 @@ def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
         )
         return
     name = getattr(flow_run, "name", "?")
-    lines = [f"Flow run {name!r} {state.name} in {format_duration(duration)}" + (f": {mask(state.message)}" if state.message and not state.is_completed() else "")]
+    said = not state.is_completed() and state.message and _console_shows_errors()
+    why = " (why: the log line above)" if said else f": {mask(state.message)}" if state.message and not state.is_completed() else ""
+    lines = [f"Flow run {name!r} {state.name} in {format_duration(duration)}{why}"]
     if counts:
         lines.append("  task runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" ({cached} reused from storage)" if cached else ""))
     if flow_run is not None and flow_run.result_storage:
@@ -233,11 +243,20 @@ def _summary(flow_run: Any, state: Any, as_json: bool) -> None:
     if flow_run is not None and flow_run.history_url:
         storage = flow_run.result_storage or ""
         lines.append(f"  history:   daskflow runs show {flow_run.id[:12]}" + (f" --storage {storage}" if storage else ""))
+        if live and flow_run.status_link:
+            lines.append(f"  page:      {flow_run.status_link} (live on the scheduler)")
         lines.append("  page:      daskflow ui" + (f" --storage {storage}" if storage else "") + " (the status page, no cluster needed)")
     if state.is_completed() and result is not None:
         text = mask(repr(result))
         lines.append(f"  returned:  {text if len(text) <= 200 else text[:199] + '…'}")
     click.echo("\n".join(lines))
+
+
+def _console_shows_errors() -> bool:
+    """Whether the run's final ERROR line went to the console (then the summary
+    does not print its message a second time)."""
+    console = logging.getLogger("daskflow")
+    return console.isEnabledFor(logging.ERROR) and any(isinstance(h, logging.StreamHandler) for h in console.handlers)
 
 
 COMMANDS = [run]

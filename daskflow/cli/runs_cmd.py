@@ -8,12 +8,15 @@ from typing import Any
 
 import click
 
+from .._names import same_name
 from ..exceptions import RunNotFoundError, StorageError
+from ..pipeline import states as _states
 from ..storage.records import History, RunEntry, run_ended
 from ._common import (
     EXIT_FAILED,
     CLIError,
     address_option,
+    check_known,
     echo_json,
     format_duration,
     format_table,
@@ -47,6 +50,41 @@ def _sweep(history: History) -> None:
         logging.getLogger("daskflow").debug("heartbeat sweep failed", exc_info=True)
 
 
+#: The state names and types ``--state`` knows without reading any run (a custom
+#: named state a run really ended in is accepted too: see _check_run_filters).
+STATE_NAMES = tuple(
+    [maker.__name__ for maker in (
+        _states.Scheduled, _states.AwaitingRetry, _states.Late, _states.Pending, _states.Running, _states.Retrying,
+        _states.Completed, _states.Cached, _states.Failed, _states.TimedOut, _states.Crashed, _states.Cancelled,
+        _states.UpstreamFailed,
+    )]
+    + [t.value for t in _states.StateType]
+)
+
+
+def _check_run_filters(history: History, flow_name: str | None, state: str | None, tag: str | None) -> None:
+    """Called when ``runs ls`` matched nothing: a filter naming a state, flow or
+    tag that no run has is a typo, not an empty answer (exit 2, nearest names)."""
+    where = history.store.url
+    if state and state.lower() not in {n.lower() for n in STATE_NAMES}:
+        seen = _seen(history, lambda r: [str(r.get("state", {}).get("name", ""))])
+        check_known(state, [*STATE_NAMES[: -len(_states.StateType)], *seen], f"unknown state {state!r}", fold_case=True)
+    if flow_name:
+        flows = _seen(history, lambda r: [str(r.get("flow_name") or "")])
+        if not any(same_name(f, flow_name) for f in flows):
+            check_known(flow_name, flows, f"no runs of a flow named {flow_name!r} in {where}")
+    if tag:
+        check_known(tag, _seen(history, lambda r: list(r.get("tags", ()))), f"no run tagged {tag!r} in {where}")
+
+
+def _seen(history: History, values: Any) -> set[str]:
+    """Every value ``values(record)`` gives over the store's runs (read only on the error path)."""
+    try:
+        return {v for record in history.runs() for v in values(record) if v}
+    except StorageError:
+        return set()
+
+
 def _duration(record: dict[str, Any]) -> float | None:
     start, end = record.get("start_time"), record.get("end_time")
     if start is None:
@@ -78,6 +116,8 @@ def runs_ls(storage: str | None, flow_name: str | None, state: str | None, tag: 
         records = history.runs(flow=flow_name, state=state, tag=tag, since=since_time, limit=limit)
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
+    if not records:
+        _check_run_filters(history, flow_name, state, tag)
     if as_json:
         echo_json(records)
         return
@@ -141,11 +181,15 @@ def runs_show(run: str, storage: str | None, tracebacks: bool, as_json: bool) ->
     lines = [f"{k.ljust(width)}  {v}" for k, v in header]
     if tasks:
         rows = [
-            [t["name"], t["state"]["name"], t.get("attempts") or "-", format_duration(_task_duration(t)), t.get("worker"),
-             "yes" if t.get("cache_hit") else "", (t.get("error") or "").split("\n", 1)[0]]
+            [t["name"], t["state"]["name"], _attempts(t), format_duration(_task_duration(t)), t.get("worker"),
+             "yes" if t.get("cache_hit") else "", _final_error(t)]
             for t in tasks
         ]
         lines += ["", format_table(["TASK RUN", "STATE", "ATTEMPTS", "DURATION", "WORKER", "CACHED", "ERROR"], rows, max_width=80)]
+        retried = [(t["name"], message) for t in tasks if _final_error(t) == "" for message in _failed_attempts(t)]
+        if retried:
+            lines += ["", "Attempts that failed before a retry succeeded:"]
+            lines += [f"  {name}: {message.split(chr(10), 1)[0]}" for name, message in retried]
     if tracebacks:
         for t in tasks:
             if t.get("traceback"):
@@ -153,6 +197,32 @@ def runs_show(run: str, storage: str | None, tracebacks: bool, as_json: bool) ->
     if record.get("traceback"):
         lines += ["", "The flow run's error:", record["traceback"]]
     click.echo("\n".join(lines))
+
+
+_NOT_OK = ("FAILED", "CRASHED", "CANCELLED")
+
+
+def _failed_attempts(task: dict[str, Any]) -> list[str]:
+    """The messages of the attempts that failed or crashed before the final state."""
+    history = task.get("history") or []
+    return [str(h[3]) for h in history[:-1] if len(h) > 3 and h[0] in _NOT_OK[:2]]
+
+
+def _attempts(task: dict[str, Any]) -> str:
+    """``2 (1 failed)`` for a task run that needed a retry; the count alone otherwise."""
+    attempts = task.get("attempts")
+    if not attempts:
+        return "-"
+    failed = len(_failed_attempts(task)) if _final_error(task) == "" else 0
+    return f"{attempts} ({failed} failed)" if failed else str(attempts)
+
+
+def _final_error(task: dict[str, Any]) -> str:
+    """The error that ended the task run: none for one that completed after a retry
+    (its earlier attempts' errors are listed apart, as retried attempts)."""
+    if task["state"].get("type") not in _NOT_OK:
+        return ""
+    return (task.get("error") or "").split("\n", 1)[0]
 
 
 def _named(name: str | None, run_id: str) -> str:
@@ -222,11 +292,19 @@ def logs(run: str, storage: str | None, task: str | None, level: str, as_json: b
     """Print the log lines of a flow run (task lines from every worker included)."""
     threshold = logging.getLevelName(level.upper())
     if not isinstance(threshold, int):
-        raise CLIError(f"--level {level!r} is not a level; use DEBUG, INFO, WARNING or ERROR")
+        check_known(level, ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], f"--level {level!r} is not a level",
+                    fix="use DEBUG, INFO, WARNING or ERROR", fold_case=True)
     history = _history(storage)
     entry = _resolve(history, run)
     try:
         lines = history.logs(entry, None if task == "-" else task)
+        if task not in (None, "-") and not lines:
+            # A name no task run has is a typo, not a quiet task run. Read the task
+            # records (and every line: a running run's records may lag its logs).
+            names = [n for t in history.tasks(entry) for n in (t.get("name"), t.get("task_name")) if n]
+            names += [str(line["tn"]) for line in history.logs(entry) if line.get("tn")]
+            check_known(task, names, f"no task run named {task!r} in run {entry.run_id}",
+                        fix=f"list its task runs with `daskflow runs show {run}`")
     except StorageError as exc:
         raise CLIError(str(exc), EXIT_FAILED) from None
     if task == "-":
@@ -279,7 +357,8 @@ def artifacts_show(run: str, artifact: str, storage: str | None) -> None:
     entry = _resolve(history, run)
     found = [a for a in history.artifacts(entry) if a.get("key") == artifact or a["id"].startswith(artifact)]
     if not found:
-        raise CLIError(f"run {entry.run_id} has no artifact {artifact!r}; list them with `daskflow artifacts ls {run}`")
+        keys = [str(a["key"]) for a in history.artifacts(entry) if a.get("key")]
+        check_known(artifact, keys, f"run {entry.run_id} has no artifact {artifact!r}", fix=f"list them with `daskflow artifacts ls {run}`")
     a = found[-1]  # the latest version of a key
     if a.get("description"):
         click.echo(a["description"] + "\n")

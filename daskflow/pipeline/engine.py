@@ -409,6 +409,19 @@ class FlowRunEngine:
             record.listener(record)  # recorded Pending
         return node
 
+    def _task_log(self, record: TaskRun, level: int, text: str, exc_info: bool = False) -> None:
+        """Print one of the engine's own messages about a task run and keep it in
+        that task run's logs (``daskflow logs RUN --task NAME``, the status page),
+        as the lines the task body logs are kept; levels below the run's
+        ``log_level`` are printed (if the logger allows) but not kept."""
+        logger.log(level, "Task run %r - %s", record.name, text, exc_info=exc_info)
+        if level >= self.log_level:
+            if exc_info:
+                import traceback
+
+                text = f"{text}\n{traceback.format_exc().rstrip()}"
+            self.flow_run.logs.append(LogLine(time.time(), level, mask(text), record.id, record.name))
+
     def _uncached(self, record: TaskRun, message: str) -> None:
         """Keep a ``CacheKeyWarning`` in the run's logs (history, the status page),
         once per task: a Python warning alone reaches only the driver's stderr,
@@ -742,7 +755,7 @@ class FlowRunEngine:
         node.recomputing = True
         node.recompute_done.clear()
         node.handle = None
-        logger.warning("Task run %r - %s; recomputing it", record.name, reason)
+        self._task_log(record, logging.WARNING, f"{reason}; recomputing it")
         self._dispatch([node])
 
     def _on_recomputed(self, node: TaskNode, handle: Any) -> None:
@@ -813,10 +826,10 @@ class FlowRunEngine:
             node.handle = None
             node.attempt += 1
             record.set_state(AwaitingRetry(f"retry {node.retries_used} of {task.retries} in {delay:g} s", scheduled_time=time.time() + delay))
-            logger.warning(
-                "Task run %r - attempt %d %s (%s: %s); retry %d of %d in %g s",
-                record.name, node.attempt - 1, kind.replace("_", " "), type(error).__name__, message,
-                node.retries_used, task.retries, delay,
+            self._task_log(
+                record, logging.WARNING,
+                f"attempt {node.attempt - 1} {kind.replace('_', ' ')} ({type(error).__name__}: {message}); "
+                f"retry {node.retries_used} of {task.retries} in {delay:g} s",
             )
             self._call_later(delay, lambda: self._retry(node))
             return
@@ -829,7 +842,7 @@ class FlowRunEngine:
         try:
             return bool(condition(node.task, node.record, state))
         except Exception:
-            logger.exception("Task run %r - retry_condition_fn raised; not retrying", node.record.name)
+            self._task_log(node.record, logging.ERROR, "retry_condition_fn raised; not retrying", exc_info=True)
             return False
 
     def _retry(self, node: TaskNode) -> None:
@@ -867,7 +880,7 @@ class FlowRunEngine:
             # result lost with its worker, or another run of the same key) and
             # loaded it instead of running the function.
             record.reloads += 1
-            logger.info("Task run %r - loaded its stored result on %s instead of running it again", record.name, report.get("worker"))
+            self._task_log(record, logging.INFO, f"loaded its stored result on {report.get('worker')} instead of running it again")
         if node.final or report.get("k") not in (None, record.dask_keys[-1] if record.dask_keys else None):
             return  # a stale attempt, or Dask recomputing a result lost with its worker
         event = report.get("ev")
@@ -924,11 +937,9 @@ class FlowRunEngine:
             node.retries_used += 1
         node.attempt += 1
         record.attempts = node.attempt
-        logger.warning(
-            "Task run %r - %s; Dask reran it (%s)", record.name, crash,
-            f"retry {node.retries_used} of {task.retries}" if spent
-            else "no retry spent: it may not have started" if not seen else "no retries left: Dask's allowed-failures applies",
-        )
+        how = (f"retry {node.retries_used} of {task.retries}" if spent
+               else "no retry spent: it may not have started" if not seen else "no retries left: Dask's allowed-failures applies")
+        self._task_log(record, logging.WARNING, f"{crash}; Dask reran it ({how})")
 
     def _finalize(self, node: TaskNode, state: State) -> None:
         node.final = True
@@ -944,9 +955,9 @@ class FlowRunEngine:
         node.done.set()
         self._work.set()
         if state.is_completed():
-            logger.debug("Task run %r - finished in state %s", record.name, state)
+            self._task_log(record, logging.DEBUG, f"finished in state {state}")
         elif state.is_failed() or state.is_crashed():
-            logger.error("Task run %r - finished in state %s%s", record.name, state, f"\n{record.traceback}" if record.traceback else "")
+            self._task_log(record, logging.ERROR, f"finished in state {state}" + (f"\n{record.traceback}" if record.traceback else ""))
         for callback in node.callbacks:
             self._run_hook(callback)
         node.callbacks.clear()

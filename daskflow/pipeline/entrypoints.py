@@ -63,12 +63,28 @@ def _is_windows_drive(target: str) -> bool:
     return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
 
 
+def _nearby_files(path: str) -> str:
+    """``(did you mean 'examples/quickstart.py'?)`` from the ``.py`` files that
+    exist where ``path`` points, or how to name a file when none is close."""
+    import difflib
+
+    folder = os.path.dirname(path)
+    try:
+        names = [n for n in os.listdir(folder or ".") if n.endswith(".py")]
+    except OSError:
+        names = []
+    close = difflib.get_close_matches(os.path.basename(path), names, n=3, cutoff=0.6)
+    if close:
+        return f" (did you mean {', '.join(repr(os.path.join(folder, n)) for n in close)}?)"
+    return f"; give the path of a .py file that defines a @flow, as PATH.py:FLOW (from {os.getcwd()})"
+
+
 def _import_file(path: str) -> Any:
     import cloudpickle
 
     full = os.path.abspath(path)
     if not os.path.isfile(full):
-        raise InvalidOptionError(f"flow file {path!r} does not exist; give PATH.py:FLOW, e.g. examples/quickstart.py:pipeline")
+        raise InvalidOptionError(f"flow file {path!r} does not exist" + _nearby_files(path))
     name = os.path.splitext(os.path.basename(full))[0]
     existing = sys.modules.get(name)
     if existing is not None:

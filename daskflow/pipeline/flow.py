@@ -48,6 +48,7 @@ from .engine import FlowRunEngine, _BodyFailed
 from .futures import TaskFuture
 from .history import RunRecorder, history_enabled
 from .hooks import RunView
+from .interrupt import INTERRUPTED, interrupted, resume_hint
 from .names import check_name_text, check_tag_texts
 from .options import (
     Hook,
@@ -220,7 +221,14 @@ class Flow(Generic[P, R]):
             return self._call_async(args, kwargs, return_state)  # type: ignore[return-value]
         if self.isgenerator:
             return self._iterate(args, kwargs)  # type: ignore[return-value]
-        state = _FlowRunner(self).run(args, kwargs)
+        runner = _FlowRunner(self)
+        try:
+            state = runner.run(args, kwargs)
+        except KeyboardInterrupt:
+            if runner.interrupted and runner.parent is None and TASK_RUN_CONTEXT.get() is None:
+                # The run's last log line said what happened and how to resume.
+                raise interrupted(self.name) from None
+            raise
         return state if return_state else state.result()  # type: ignore[return-value]
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
@@ -338,6 +346,8 @@ class _FlowRunner:
         # A flow called inside a task (on a worker, or a local runner's thread) is
         # its own top-level run, not a subflow of the flow that ran the task.
         self.parent = None if TASK_RUN_CONTEXT.get() is not None else parent
+        #: Set when Ctrl-C stopped the run (its final line says so; see pipeline/interrupt.py).
+        self.interrupted = False
         self.recorder: RunRecorder | None = None
         self.engine: FlowRunEngine | None = None
         self.tag_limits: dict[str, int] = {}
@@ -399,8 +409,7 @@ class _FlowRunner:
             try:
                 store = self.storage.store()  # probed: a bad bucket fails here, before any task
             except (StorageError, InvalidOptionError) as exc:
-                logger.error("Flow run %r - %s", flow_run.name, exc)
-                return self._finish(flow_run, Failed(str(exc), data=exc))
+                return self._finish(flow_run, Failed(str(exc), data=exc))  # its final line says why, once
             flow_run.result_storage = store.url
         self.recorder = self._recorder(flow_run)
 
@@ -440,7 +449,9 @@ class _FlowRunner:
             # not part of the run's time.
             return self._finish(flow_run, state)
         except KeyboardInterrupt:
-            self._finish(flow_run, Cancelled("interrupted by KeyboardInterrupt (Ctrl-C)"))
+            self.interrupted = True
+            runner.silence_teardown()
+            self._finish(flow_run, Cancelled(INTERRUPTED))
             raise
         finally:
             if owns_runner:
@@ -544,6 +555,7 @@ class _FlowRunner:
                 engine.cancel(exc)
                 return TimedOut(str(exc), data=exc)
             except KeyboardInterrupt:
+                runner.silence_teardown()
                 engine.cancel(CancelledRun("the flow run was interrupted (KeyboardInterrupt)"))
                 raise
             except CancelledRun as exc:
@@ -667,7 +679,8 @@ class _FlowRunner:
             self.recorder.close()  # the final record is written before the call returns
         counts = ", ".join(f"{n} {name}" for name, n in sorted(flow_run.state_counts().items()))
         log = logger.info if state.is_completed() else logger.error
-        log("Flow run %r - finished in state %s%s", flow_run.name, state, f" (task runs: {counts})" if counts else "")
+        hint = resume_hint(flow_run) if state.is_cancelled() and state.message == INTERRUPTED and self.parent is None else ""
+        log("Flow run %r - finished in state %s%s%s", flow_run.name, state, f" (task runs: {counts})" if counts else "", hint)
         hooks = self.flow.on_completion if state.is_completed() else self.flow.on_failure if state.is_unsuccessful() else ()
         if state.is_crashed():
             hooks = (*hooks, *self.flow.on_crashed)

@@ -76,6 +76,11 @@ class TaskRunner(abc.ABC):
         ``before`` and then ``callback`` when it really starts, or never."""
         callback()
 
+    def silence_teardown(self) -> None:
+        """Called when Ctrl-C stops the run, before its task runs are cancelled: a
+        runner whose cancelling and :meth:`shutdown` would print warnings about the
+        work cut short (Dask's) silences them, as the run's final line says it all."""
+
     def prepare(self, name: str, fn: Callable[..., Any]) -> Any:
         """Ship a task function once per run; the result goes into ``AttemptCall.fn``."""
         return fn

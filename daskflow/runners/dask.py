@@ -267,6 +267,15 @@ class _Publisher:
             self.worker.log_event(REPORT_TOPIC, self.start)
 
 
+def _quiet_dask_logs() -> dict[str, int]:
+    """Raise every ``distributed`` logger of this process to CRITICAL; their old levels."""
+    names = ["distributed", *(n for n in list(logging.root.manager.loggerDict) if n.startswith("distributed."))]
+    old = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    return old
+
+
 def start_loopback_cluster(cls: type, kwargs: dict[str, Any]) -> Any:
     """``cls(**kwargs)``: a LocalCluster daskflow starts itself, its dashboard
     answering only to its own names. Dask's dashboard websockets take only
@@ -736,6 +745,8 @@ class DaskTaskRunner(TaskRunner):
         #: True when the client is a worker's own (a flow run inside a Dask task).
         self._borrowed = False
         self._seceded = False
+        #: The ``distributed`` log levels silence_teardown changed, restored by shutdown.
+        self._loud: dict[str, int] | None = None
         #: A client to use instead of making one (see :meth:`on_client`).
         self._lent: Any = None
         self._watch: _NoWorkersWatch | None = None
@@ -910,6 +921,7 @@ class DaskTaskRunner(TaskRunner):
             defaults = dict(LOCAL_CLUSTER_DEFAULTS)
             if kwargs.get("processes", True):
                 defaults["host"] = "127.0.0.1"
+                defaults["preload"] = ["daskflow.runners.driver_owns_ctrl_c"]  # Ctrl-C is the driver's to handle
             kwargs = {**defaults, **kwargs}
         try:
             cluster = start_loopback_cluster(cls, kwargs) if cls is LocalCluster else cls(**kwargs)
@@ -974,10 +986,29 @@ class DaskTaskRunner(TaskRunner):
                 self._seceded = False
                 rejoin()  # the caller goes on computing in its task: take a slot again
             return
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        try:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            loud, self._loud = self._loud, None
+            for name, level in (loud or {}).items():
+                logging.getLogger(name).setLevel(level)
+
+    def silence_teardown(self) -> None:
+        """Quiet Dask after Ctrl-C: the tasks it cuts short make Dask warn, on the
+        workers ("ended with CancelledError") and in the nannies ("still alive after
+        4.0 seconds, killing"), about a stop the user asked for. Only the logs of a
+        cluster this runner started are touched, never those of a scheduler it
+        joined; :meth:`shutdown` restores this process's levels."""
+        if self._cluster is None or self._client is None or self._loud is not None:
+            return
+        self._loud = _quiet_dask_logs()
+        try:
+            self._client.run(_quiet_dask_logs)
+        except Exception:  # workers Ctrl-C stopped too: nothing left to quiet there
+            logger.debug("could not quiet the workers' logs", exc_info=True)
 
     def subscribe(self, flow_run_id: str, sink: ReportSink) -> None:
         with self._start_lock:

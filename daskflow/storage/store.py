@@ -550,6 +550,33 @@ class Store:
                 out.append(relative)
         return sorted(out)
 
+    def usage(self) -> dict[str, int]:
+        """Bytes stored under each top-level folder of the store (one recursive
+        listing): ``{"results": ..., "runs": ..., "hpo_kfold": ...}``; files at the
+        root count under ``""``.
+
+        Raises
+        ------
+        StorageError
+            If the store cannot be listed.
+        """
+        tries = retry.Tries()
+        if self.local and not os.path.exists(self.root):
+            return {}
+        try:
+            found = retry.call(lambda: self.fs.find(self.root, withdirs=False, detail=True), what=f"listing of {self.describe()}", tries=tries)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            raise self._error(exc, "list", "", tries) from exc
+        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        out: dict[str, int] = {}
+        for name, info in found.items():
+            relative = self.fs._strip_protocol(name).removeprefix(root)
+            folder = relative.split("/", 1)[0] if "/" in relative else ""
+            out[folder] = out.get(folder, 0) + int(info.get("size") or 0)
+        return out
+
     def children(self, prefix: str) -> list[str]:
         """Names directly under folder ``prefix`` (files and folders, one level), sorted.
 
@@ -884,7 +911,11 @@ class Store:
     # -------------------------------------------------------------- errors
     def _endpoint(self) -> str | None:
         client_kwargs = self.storage_options.get("client_kwargs") or {}
-        return client_kwargs.get("endpoint_url") or self.storage_options.get("endpoint_url")
+        configured = client_kwargs.get("endpoint_url") or self.storage_options.get("endpoint_url")
+        if configured or self.protocol not in ("s3", "s3a"):
+            return configured
+        # botocore's own settings, which s3fs leaves it to read.
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
     def _error(self, exc: BaseException, operation: str, path: str, tries: retry.Tries | None = None) -> StorageError:
         """Wrap a backend failure in a StorageError naming the URL, the operation and
@@ -957,7 +988,11 @@ class Store:
             return f"the storage service answered with a server error{at}: it may be degraded or restarting; try again later"
         if kind == "connection" or _is_connection_error(exc):
             target = endpoint or f"(the default for {self.protocol}://)"
-            return f"cannot reach the storage endpoint {target}: check endpoint_url and the network"
+            return (
+                f"cannot reach the storage endpoint {target}: check the network, or set the endpoint with "
+                "AWS_ENDPOINT_URL=http://HOST:PORT or config daskflow.storage.options: "
+                "{client_kwargs: {endpoint_url: http://HOST:PORT}} (the README's S3 section)"
+            )
         if kind == "busy":
             return "the filesystem stayed busy: try again later"
         if isinstance(exc, (NotADirectoryError, IsADirectoryError)) or (self.local and isinstance(exc, FileExistsError)):
