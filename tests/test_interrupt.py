@@ -113,8 +113,9 @@ def test_ctrl_c_prints_one_line_saying_cancelled_recorded_and_how_to_resume(tmp_
     assert code == -signal.SIGINT, output  # still ends as an interrupted process does
     assert "Traceback" not in output and "distributed." not in output, output
     lines = output.strip().splitlines()
-    # What the run printed before (its start, links, history) and one line for the Ctrl-C.
-    assert len(lines) <= 5, output
+    # What the run printed before (its start, history, the cluster starting, its links)
+    # and one line for the Ctrl-C.
+    assert len(lines) <= 6, output
     (last,) = [line for line in lines if "Cancelled" in line]
     assert last == lines[-1]
     assert "finished in state Cancelled('interrupted by KeyboardInterrupt (Ctrl-C)')" in last
