@@ -144,3 +144,30 @@ def test_an_unreachable_storage_endpoint_is_said_once_with_where_to_set_it(tmp_p
     assert output.count("cannot reach the storage endpoint http://127.0.0.1:9") == 1, output
     assert "AWS_ENDPOINT_URL" in output and "daskflow.storage.options" in output
     assert "Traceback" not in output
+
+
+def test_the_progress_bar_says_the_local_cluster_is_starting(tmp_path):
+    """While the embedded LocalCluster starts (at the first task run to execute), the
+    bar says so instead of sitting at 0 task runs with nothing said."""
+    (tmp_path / "one.py").write_text(textwrap.dedent("""
+        from daskflow import NONE, flow, task
+
+        @task(cache_policy=NONE)
+        def double(x: int) -> int:
+            return 2 * x
+
+        @flow
+        def one(x: int = 2) -> int:
+            return double(x)
+    """))
+    env = worker_env()
+    done = subprocess.run(
+        [sys.executable, "-c", "from daskflow.cli import main; main()", "run", "one.py:one", "--progress", "--storage", str(tmp_path / "store")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Each redraw is "\r\x1b[K" + the bar (text mode reads the \r as a line end).
+    frames = [frame.strip() for frame in done.stderr.replace("\x1b[K", "").splitlines()]
+    bars = [frame for frame in frames if frame.startswith("[") and " task runs" in frame]
+    assert any(bar.endswith("(starting the local Dask cluster)") for bar in bars), done.stderr
+    assert not any(bar.endswith("(starting the local Dask cluster)") for bar in bars[bars.index(next(b for b in bars if "1/1" in b)):])

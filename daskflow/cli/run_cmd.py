@@ -115,6 +115,8 @@ class _Progress:
             if bad:
                 line += f", {bad} not completed"
             line += f"  {format_duration(time.time() - run.start_time)}"
+            if run.activity:
+                line += f"  ({run.activity})"  # e.g. the embedded cluster starting: why nothing moves yet
             with self._lock:
                 sys.stderr.write("\r\x1b[K" + line)
                 sys.stderr.flush()

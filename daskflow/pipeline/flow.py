@@ -433,14 +433,19 @@ class _FlowRunner:
             self.tag_limits = self._read_tag_limits(flow_run, runner)
             logger.info("Flow run %r - beginning flow %r on %s", flow_run.name, flow.name, runner.name)
 
+            def starting() -> None:
+                flow_run.activity = "starting the local Dask cluster"
+                logger.info("Flow run %r - %s", flow_run.name, flow_run.activity)
+
             def started() -> None:
+                flow_run.activity = None
                 flow_run.dashboard_link = runner.dashboard_link
                 if owns_runner and runner.dashboard_link:
                     logger.info("Flow run %r - Dask dashboard: %s", flow_run.name, runner.dashboard_link)
                 self._watch(flow_run, runner)
 
             # A runner's own LocalCluster starts when a task run first has to execute.
-            runner.when_started(started, lambda: logger.info("Flow run %r - starting the local Dask cluster", flow_run.name))
+            runner.when_started(started, starting)
             if flow_run.history_url and self.parent is None:
                 logger.info("Flow run %r - run history: %s", flow_run.name, flow_run.history_url)
             state = self._attempts(flow_run, runner, call_args, call_kwargs)

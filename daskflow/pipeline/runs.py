@@ -212,6 +212,9 @@ class FlowRun:
     history_url: str | None = None
     #: The Dask dashboard of the cluster the run used, if any.
     dashboard_link: str | None = None
+    #: What the run waits for while no task run moves (``"starting the local Dask
+    #: cluster"``), for a progress display; None otherwise.
+    activity: str | None = None
     #: This run on the daskflow status page of that dashboard, if it has one.
     status_link: str | None = None
     #: When the run was created, if before it started (a deployment's scheduled
