@@ -921,7 +921,6 @@ class DaskTaskRunner(TaskRunner):
             defaults = dict(LOCAL_CLUSTER_DEFAULTS)
             if kwargs.get("processes", True):
                 defaults["host"] = "127.0.0.1"
-                defaults["preload"] = ["daskflow.runners.driver_owns_ctrl_c"]  # Ctrl-C is the driver's to handle
             kwargs = {**defaults, **kwargs}
         try:
             cluster = start_loopback_cluster(cls, kwargs) if cls is LocalCluster else cls(**kwargs)
