@@ -403,7 +403,9 @@ class _FlowRunner:
         # worker (a task may get the raw value as a plain string).
         add_secrets(secrets_in(parameters), share=True)
         call_args, call_kwargs = flow.parameters.call_arguments(parameters)
-        options = (flow.result_storage or self._task_store(), flow.persist_result, flow.result_serializer, flow.refresh_cache)
+        task_context = TASK_RUN_CONTEXT.get()  # a flow called in a task body keeps its records in the task's store
+        task_store = task_context.store if task_context is not None else None
+        options = (flow.result_storage or task_store, flow.persist_result, flow.result_serializer, flow.refresh_cache)
         self.storage = self.parent.engine.storage.child(*options) if self.parent is not None else RunStorage(*options)
         if self.storage.persist_result is not False:
             try:
@@ -461,14 +463,6 @@ class _FlowRunner:
         finally:
             if owns_runner:
                 runner.shutdown()
-
-    @staticmethod
-    def _task_store() -> Any:
-        """The store of the task run whose body calls this flow, if any: on a worker
-        the configured store may be another (or the worker's own folder)."""
-        context = TASK_RUN_CONTEXT.get()
-        result = context.spec.result if context is not None else None
-        return result.store if result is not None else None
 
     def _read_tag_limits(self, flow_run: FlowRun, runner: TaskRunner) -> dict[str, int]:
         """The task-tag concurrency limits of the run's store (``daskflow limits``);

@@ -195,12 +195,9 @@ def nested_run(context: TaskRunContext, inline: bool = False) -> ImplicitRun:
     if run is None:
         spec = context.spec
         runner, on_close = (SequentialTaskRunner(), None) if inline else _nested_runner()
-        # The parent's store, when it has one: on a worker the configured one
-        # may be another (or the worker's folder).
-        store = spec.result.store if spec.result is not None else None
         parent = ParentTaskRun(spec.flow_run_id, spec.flow_run_name, spec.task_run_id, spec.task_run_name)
         try:
-            run = ImplicitRun(spec.task_run_name, runner, store, started_by=parent, cancelled=context.cancelled)
+            run = ImplicitRun(spec.task_run_name, runner, context.store, started_by=parent, cancelled=context.cancelled)
         except BaseException:
             if on_close is not None:
                 on_close()

@@ -802,11 +802,6 @@ class DaskTaskRunner(TaskRunner):
         return self._client
 
     @property
-    def started(self) -> bool:
-        """Whether the runner has its client (False while its own cluster waits for a first task run)."""
-        return self._client is not None
-
-    @property
     def dashboard_link(self) -> str | None:
         if self._client is None:
             return None

@@ -344,6 +344,13 @@ class TaskRunContext:
         self._send_if_due()
         return True
 
+    @property
+    def store(self) -> Any:
+        """The store this task run's result goes to, if any: a flow run its body
+        starts keeps its records there (on a worker the configured store may be
+        another, or the worker's own folder)."""
+        return self.spec.result.store if self.spec.result is not None else None
+
     def announce_nested(self, flow_run_id: str, flow_run_name: str) -> None:
         """Tell the driver this task run started the flow run ``flow_run_id`` (its
         task record lists it), and say so in the task run's log."""
