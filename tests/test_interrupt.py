@@ -42,22 +42,14 @@ SCRIPT = textwrap.dedent(
 def test_ctrl_c_cancels_the_run_and_closes_its_cluster(tmp_path):
     script = tmp_path / "stuck.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path)], cwd=REPO,
-        env={**worker_env(), "DASK_DASKFLOW__STORAGE__URL": str(tmp_path / "store")},  # history not in the checkout
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        wait_until(lambda: next(tmp_path.glob("stuck.pid.*"), None), 120, message="the task to start")
-        cluster_pids = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    cluster_pids: list[int] = []
+
+    def workers_seen(proc: subprocess.Popen) -> None:
+        cluster_pids.extend(p.pid for p in psutil.Process(proc.pid).children(recursive=True))
         assert cluster_pids  # the embedded cluster's worker processes
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, output
+
+    code, output = _ctrl_c(tmp_path, [sys.executable, str(script), str(tmp_path)], False, before=workers_seen)
+    assert code == 130, output
     assert "interrupted" in output
     assert "finished in state Cancelled('interrupted by KeyboardInterrupt" in output
     wait_until(lambda: all(process_gone(pid) for pid in cluster_pids), 30, message="the run's cluster processes to exit")
@@ -84,15 +76,18 @@ UNCAUGHT = textwrap.dedent(
 )
 
 
-def _ctrl_c(tmp_path, command, whole_group: bool) -> tuple[int, str]:
+def _ctrl_c(tmp_path, command, whole_group: bool, before=None) -> tuple[int, str]:
     """Run ``command`` until its task started, then Ctrl-C it: to its whole process
-    group, as a terminal does (the cluster's workers too), or to the driver alone."""
+    group, as a terminal does (the cluster's workers too), or to the driver alone.
+    ``before(proc)`` is called just before the signal. History goes to tmp_path, not the checkout."""
     proc = subprocess.Popen(
         command, cwd=REPO, env={**worker_env(), "DASK_DASKFLOW__STORAGE__URL": str(tmp_path / "store")},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         wait_until(lambda: next(tmp_path.glob("stuck.pid.*"), None), 120, message="the task to start")
+        if before is not None:
+            before(proc)
         if whole_group:
             os.killpg(proc.pid, signal.SIGINT)
         else:
