@@ -35,12 +35,14 @@ background thread too (the main thread blocks in Playwright's calls).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -119,9 +121,14 @@ def _find_chromium() -> tuple[str | None, str]:
             return found, ""
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
         return None, f"no {', '.join(CHROMIUM_NAMES)} on PATH"
-    print("tests/browser.py: installing Debian's chromium (apt-get install -y chromium)", file=sys.stderr)
-    if failure := _apt_install_chromium():
-        return None, failure
+    # pytest-xdist's workers each collect, so each may get here: one installs, the
+    # others wait for it (two apt-gets at once fail on dpkg's lock) and then look again.
+    with open(Path(tempfile.gettempdir()) / "daskflow-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(map(shutil.which, CHROMIUM_NAMES)):
+            print("tests/browser.py: installing Debian's chromium (apt-get install -y chromium)", file=sys.stderr)
+            if failure := _apt_install_chromium():
+                return None, failure
     found = next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
     return (found, "") if found else (None, "apt-get installed chromium, but it is not on PATH")
 

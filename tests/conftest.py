@@ -279,6 +279,20 @@ def wait_until_none_left(timeout: float = 30.0) -> list[str]:
         time.sleep(0.1)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Hostile-text tests log lone surrogates ("\ud800"); pytest-xdist sends each
+    # report's captured output to the controller as UTF-8 and dies on them
+    # ("strings must be utf-8 encodable"). Escape them in the captured sections.
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8_safe(text)) for title, text in report.sections]
+
+
+def _utf8_safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def pytest_collection_modifyitems(config, items):
     # Find (or, as root, apt-get install) Chromium once, before any test starts:
     # an install takes minutes, and the per-test timeout would cut it off.
