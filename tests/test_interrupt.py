@@ -100,11 +100,7 @@ def _ctrl_c(tmp_path, command, whole_group: bool, before=None) -> tuple[int, str
     return proc.returncode, output
 
 
-_TERMINAL_SIGINT = "workers of the embedded cluster get the terminal's SIGINT too and print Dask warnings; the preload that made them ignore it (a worker preload setting SIG_IGN) was taken out: with it, closing a cluster whose workers had died hung now and then (test_poison_task...)"
-
-
-@pytest.mark.parametrize("whole_group", [pytest.param(True, marks=pytest.mark.xfail(strict=False, reason=_TERMINAL_SIGINT)), False],
-                         ids=["terminal", "driver"])
+@pytest.mark.parametrize("whole_group", [True, False], ids=["terminal", "driver"])
 def test_ctrl_c_prints_one_line_saying_cancelled_recorded_and_how_to_resume(tmp_path, whole_group):
     script = tmp_path / "stuck.py"
     script.write_text(UNCAUGHT)
@@ -127,7 +123,6 @@ def test_ctrl_c_prints_one_line_saying_cancelled_recorded_and_how_to_resume(tmp_
     assert "touch-0     Completed" in shown or any(line.split()[:2] == ["touch-0", "Completed"] for line in shown.splitlines())
 
 
-@pytest.mark.xfail(strict=False, reason=_TERMINAL_SIGINT)
 def test_ctrl_c_of_daskflow_run_exits_130_without_aborted(tmp_path):
     script = tmp_path / "stuck.py"
     script.write_text(UNCAUGHT)

@@ -62,6 +62,21 @@ LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
     "worker_dashboard_address": "127.0.0.1:0",
 }
 
+#: A worker preload for the LocalClusters daskflow starts with worker processes:
+#: the driver owns Ctrl-C. A terminal's Ctrl-C reaches its whole foreground process
+#: group, so each worker would stop on its own, mid-task, printing Dask's warnings,
+#: while the driver cancels the run and closes the cluster in order
+#: (:mod:`daskflow.pipeline.interrupt`). Dask runs preload text as a script; text,
+#: not a daskflow module, because importing daskflow in every starting worker made
+#: worker (re)starts slow enough that closing a cluster mid-restart hung now and then.
+WORKERS_LEAVE_CTRL_C_TO_THE_DRIVER = """
+import signal
+try:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+except ValueError:  # not a main thread: not a worker process of its own
+    pass
+"""
+
 
 #: An argument at least this large (bytes, or an array's ``nbytes``) is sent to
 #: the cluster once per run, as the value of a task its attempts depend on,
@@ -916,6 +931,7 @@ class DaskTaskRunner(TaskRunner):
             defaults = dict(LOCAL_CLUSTER_DEFAULTS)
             if kwargs.get("processes", True):
                 defaults["host"] = "127.0.0.1"
+                defaults["preload"] = [WORKERS_LEAVE_CTRL_C_TO_THE_DRIVER]
             kwargs = {**defaults, **kwargs}
         try:
             cluster = start_loopback_cluster(cls, kwargs) if cls is LocalCluster else cls(**kwargs)
