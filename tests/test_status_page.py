@@ -625,3 +625,66 @@ def test_the_run_view_draws_progress_parameters_timeline_and_a_graph_grouped_by_
     assert title.startswith("mean_accuracy per setting (whiskers: ± std_accuracy); small dots: fold_0, fold_1,"), title
     screenshot(page, "ui-sweep-cv-table")
     assert errors == []
+
+
+SWEEP_SCRIPT = """
+from daskflow import DaskTaskRunner, flow
+from tests.tasks import block_until
+
+@flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": "127.0.0.1:0"}))
+def watched(marker_dir: str):
+    return [f.result() for f in block_until.map(marker_dir, ["a", "b"], 120)]
+"""
+
+
+def test_closing_the_live_page_mid_run_prints_nothing_into_the_runs_console(browser, tmp_path):
+    """``daskflow run`` with its console on: pages of the live run are opened, used
+    and closed (tab, websocket and all) while it runs; the run's output holds its own
+    lines and no traceback from Bokeh or Tornado."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO, worker_env
+
+    (tmp_path / "watched.py").write_text(SWEEP_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from daskflow.cli import main; main()", "run", "watched.py:watched",
+         "-p", f"marker_dir={tmp_path}", "--storage", str(tmp_path / "store")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**worker_env(), "PYTHONPATH": str(REPO),
+             "DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__BOKEH_APPLICATION__UNUSED_SESSION_LIFETIME_MILLISECONDS": "500"},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        link = wait_until(lambda: next((m.group(1) for m in map(re.compile(r"status page: (http://\S+)").search, list(lines)) if m), None),
+                          120, message="the run's status page link")
+        wait_until(lambda: len(list(tmp_path.glob("*.pid.*"))) == 2, 60, message="both task runs to start")
+        for round_ in range(3):
+            page = browser.new_page()
+            page.goto(link)
+            page.locator(".daskflow-run-header").filter(has_text="Running").wait_for()
+            _open_tab(page, ["Timeline", "Graph", "Logs"][round_])
+            page.close()  # the tab goes, and its websocket with it, while the run goes on
+        # Bokeh lets a closed page's session go 0.5 s after it closed (set above): a page
+        # opened after the three were closed still loads, and the run goes on meanwhile.
+        page = browser.new_page()
+        page.goto(link)
+        page.locator(".daskflow-run-header").filter(has_text="Running").wait_for()
+        page.close()
+    finally:
+        for name in ("a", "b"):
+            (tmp_path / f"{name}.go").write_text("go")
+        try:
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(10)
+    output = "".join(lines)
+    assert code == 0, output
+    assert "Completed" in output and "task runs" in output, output
+    for fragment in ("Traceback", "AssertionError", "Exception in callback", "Task exception was never retrieved"):
+        assert fragment not in output, output
