@@ -27,25 +27,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import statistics
 import time
 from typing import Any
 
-try:
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-except ImportError as exc:  # the example's own extra, not daskflow's
-    raise SystemExit(f"this example needs scikit-learn ({exc}): pip install 'daskflow[examples]'") from None
+# scikit-learn is imported in the tasks that use it, not here: a rerun whose results
+# are all stored never runs them, and then never pays scikit-learn's 1-2 s import.
+if importlib.util.find_spec("sklearn") is None:  # the example's own extra, not daskflow's
+    raise SystemExit("this example needs scikit-learn: pip install 'daskflow[examples]'")
 
 import cloudpickle
+import numpy as np
 
 from daskflow import (
     DaskTaskRunner,
@@ -69,6 +63,13 @@ OUTPUT_PREFIX = "hpo_kfold"
 
 
 def make_model(family: str, params: dict[str, Any], seed: int) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     if family == "logistic_regression":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, **params))
     if family == "svc":
@@ -86,6 +87,8 @@ def setting_name(family: str, params: dict[str, Any]) -> str:
 
 @task
 def load_data() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     # Contiguous copies: an array read back from storage is contiguous, and a cache
     # that hashes input values (Prefect's) would see the stored copy as new input.
@@ -93,6 +96,8 @@ def load_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split(y: np.ndarray, fold: int, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import StratifiedKFold
+
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
     return list(splits)[fold]
 
