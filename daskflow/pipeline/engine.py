@@ -396,10 +396,12 @@ class FlowRunEngine:
             node.storage = settings
             node.result_key = record.cache_key or run_result_key(record.id)
             node.lookup = record.cache_key is not None and not settings.refresh
+        linked: set[int] = set()  # ids of upstream nodes, so a fan-in over N futures links in O(N)
         for future in find_instances((args, kwargs), TaskFuture):
-            self._link(node, future, node.upstream)
+            self._link(node, future, node.upstream, linked)
+        linked = set()
         for future in wait_for:
-            self._link(node, future, node.wait_for)
+            self._link(node, future, node.wait_for, linked)
         record.upstream_ids = [u.record.id for u in node.upstream]
         record.wait_for_ids = [u.record.id for u in node.wait_for]
         self._nodes[record.id] = node
@@ -431,14 +433,15 @@ class FlowRunEngine:
         self._uncached_tasks.add(record.task_name)
         self.flow_run.logs.append(LogLine(time.time(), logging.WARNING, mask(message), record.id, record.name))
 
-    def _link(self, node: TaskNode, future: TaskFuture[Any], into: list[TaskNode]) -> None:
+    def _link(self, node: TaskNode, future: TaskFuture[Any], into: list[TaskNode], linked: set[int]) -> None:
         upstream = future._node
         if upstream.engine is not self:
             raise ValueError(
                 f"task run {upstream.record.name!r} belongs to another flow run; "
                 "pass its value (future.result()) instead of the future"
             )
-        if upstream not in into:
+        if id(upstream) not in linked:
+            linked.add(id(upstream))
             into.append(upstream)
             upstream.dependents.append(node)
 
