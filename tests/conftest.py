@@ -23,6 +23,13 @@ from .s3 import s3_server, s3_store_url  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A suite started in the background by a non-interactive shell (`pytest &`) inherits
+# SIGINT ignored, and so would every process the tests start: the Ctrl-C tests and
+# the servers stopped with SIGINT need it live. Handled (not ignored) here, it is
+# back to the default in each child after exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 RUNNERS = ["sequential", "concurrent", "dask-threads", "dask-processes", "dask-cli"]
 
 
