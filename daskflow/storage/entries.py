@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from ..exceptions import CorruptedResultError
-from .store import Manifest, Store, _missing_bucket
+from .store import Manifest, Store
 
 __all__ = [
     "MIN_PREFIX",
@@ -244,30 +244,14 @@ class Deleted:
 
 # ----------------------------------------------------------------- listing
 def _files(store: Store, prefix: str) -> dict[str, StoredFile]:
-    """Every object under ``prefix`` with its size, as paths relative to the root.
-
-    One listing (sizes come with it on S3), unlike :meth:`Store.list` plus a
-    request per object.
-    """
-    base = f"{store.root}/{prefix}"
-    try:
-        if store.local and not os.path.isdir(base):
-            return {}
-        found = store.fs.find(base, withdirs=False, detail=True)
-    except FileNotFoundError as exc:
-        if _missing_bucket(exc):  # a typo in the URL, not an empty store
-            raise store._error(exc, "list", prefix) from exc
-        return {}  # nothing stored yet
-    except Exception as exc:
-        raise store._error(exc, "list", prefix) from exc
-    root = store.fs._strip_protocol(store.root).rstrip("/") + "/"
-    out: dict[str, StoredFile] = {}
-    for name, info in found.items():
-        relative = store.fs._strip_protocol(name).removeprefix(root)
-        if os.path.basename(relative).startswith(".tmp-") or info.get("type") == "directory":
-            continue  # a local writer's temporary file, not (yet) part of the store
-        out[relative] = StoredFile(int(info.get("size") or 0), _modified(info))
-    return out
+    """Every object under ``prefix`` with its size, as paths relative to the root,
+    from one listing (:meth:`Store.files`); a local writer's temporary files are
+    not (yet) part of the store."""
+    return {
+        relative: StoredFile(int(info.get("size") or 0), _modified(info))
+        for relative, info in store.files(prefix).items()
+        if not os.path.basename(relative).startswith(".tmp-")
+    }
 
 
 def _modified(info: Mapping[str, Any]) -> float | None:

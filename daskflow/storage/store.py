@@ -550,6 +550,32 @@ class Store:
                 out.append(relative)
         return sorted(out)
 
+    def files(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        """Every object under folder ``prefix`` (recursive) with fsspec's info about
+        it (``size``, a modification time...), as paths relative to the root, in one
+        listing: sizes come with it, where :meth:`list` plus a request per object
+        would not. Writers' ``.tmp-`` files are included.
+
+        Raises
+        ------
+        StorageError
+            If the store cannot be listed, or its bucket does not exist.
+        """
+        base = self._full(prefix) if prefix else self.root
+        tries = retry.Tries()
+        try:
+            if self.local and not os.path.isdir(base):
+                return {}
+            found = retry.call(lambda: self.fs.find(base, withdirs=False, detail=True), what=f"listing of {self.describe(prefix)}", tries=tries)
+        except FileNotFoundError as exc:
+            if _missing_bucket(exc):  # a typo in the URL, not an empty store
+                raise self._error(exc, "list", prefix) from exc
+            return {}  # nothing stored yet
+        except Exception as exc:
+            raise self._error(exc, "list", prefix, tries) from exc
+        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        return {self.fs._strip_protocol(name).removeprefix(root): info for name, info in found.items() if info.get("type") != "directory"}
+
     def usage(self) -> dict[str, int]:
         """Bytes stored under each top-level folder of the store (one recursive
         listing): ``{"results": ..., "runs": ..., "hpo_kfold": ...}``; files at the
@@ -560,19 +586,8 @@ class Store:
         StorageError
             If the store cannot be listed.
         """
-        tries = retry.Tries()
-        if self.local and not os.path.exists(self.root):
-            return {}
-        try:
-            found = retry.call(lambda: self.fs.find(self.root, withdirs=False, detail=True), what=f"listing of {self.describe()}", tries=tries)
-        except FileNotFoundError:
-            return {}
-        except Exception as exc:
-            raise self._error(exc, "list", "", tries) from exc
-        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
         out: dict[str, int] = {}
-        for name, info in found.items():
-            relative = self.fs._strip_protocol(name).removeprefix(root)
+        for relative, info in self.files().items():
             folder = relative.split("/", 1)[0] if "/" in relative else ""
             out[folder] = out.get(folder, 0) + int(info.get("size") or 0)
         return out
