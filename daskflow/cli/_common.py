@@ -77,13 +77,11 @@ def check_known(value: str, known: Iterable[str], message: str, *, fix: str = ""
         Exit code 2, if ``value`` is not in ``known``.
     """
     known = sorted(set(known))
-    if (value.lower() in {k.lower() for k in known}) if fold_case else (value in known):
+    fold = str.lower if fold_case else str
+    by_key = {fold(k): k for k in known}  # compared as folded, suggested as spelled
+    if fold(value) in by_key:
         return
-    if fold_case:
-        by_lower = {k.lower(): k for k in known}
-        close = [by_lower[k] for k in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
-    else:
-        close = difflib.get_close_matches(value, known, n=3, cutoff=0.6)
+    close = [by_key[k] for k in difflib.get_close_matches(fold(value), list(by_key), n=3, cutoff=0.6)]
     if close:
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)"
     elif fix:

@@ -199,13 +199,14 @@ def runs_show(run: str, storage: str | None, tracebacks: bool, as_json: bool) ->
     click.echo("\n".join(lines))
 
 
-_NOT_OK = ("FAILED", "CRASHED", "CANCELLED")
+_FAILED_ATTEMPT = ("FAILED", "CRASHED")
+_NOT_OK = (*_FAILED_ATTEMPT, "CANCELLED")
 
 
 def _failed_attempts(task: dict[str, Any]) -> list[str]:
     """The messages of the attempts that failed or crashed before the final state."""
     history = task.get("history") or []
-    return [str(h[3]) for h in history[:-1] if len(h) > 3 and h[0] in _NOT_OK[:2]]
+    return [str(h[3]) for h in history[:-1] if len(h) > 3 and h[0] in _FAILED_ATTEMPT]
 
 
 def _attempts(task: dict[str, Any]) -> str:
