@@ -159,11 +159,16 @@ def _table_height(rows: int, most: int = 380) -> int:
 
 
 def _columns(spec: list[tuple[str, str, int]], color_field: str | None = None) -> list[TableColumn]:
-    out = []
-    for field, title, width in spec:
-        formatter = StringFormatter(text_color=color_field) if field == "state" and color_field else StringFormatter()
-        out.append(TableColumn(field=field, title=title, width=width, formatter=formatter))
-    return out
+    """Text columns ``(field, title, width)``; ``color_field`` colours the ``state`` column."""
+    return _colored_columns([(field, title, width, color_field if field == "state" else None) for field, title, width in spec])
+
+
+def _colored_columns(spec: list[tuple[str, str, int, str | None]]) -> list[TableColumn]:
+    """Text columns ``(field, title, width, color field or None)``."""
+    return [
+        TableColumn(field=field, title=title, width=width, formatter=StringFormatter(text_color=color) if color else StringFormatter())
+        for field, title, width, color in spec
+    ]
 
 
 class StatusPage:
@@ -302,8 +307,7 @@ class StatusPage:
         ]
         self.flows_table = DataTable(
             source=self.flows_source,
-            columns=[TableColumn(field=f, title=t, width=w, formatter=StringFormatter(text_color=c) if c else StringFormatter())
-                     for f, t, w, c in flow_spec],
+            columns=_colored_columns(flow_spec),
             sizing_mode="stretch_width",
             height=_table_height(0),
             index_position=None,
@@ -416,13 +420,9 @@ class StatusPage:
             ("queue", "Queue", 80, None),
             ("waiting", "Waiting runs", 130, "waiting_color"),
         ]
-        columns = [
-            TableColumn(field=field, title=title, width=width, formatter=StringFormatter(text_color=color) if color else StringFormatter())
-            for field, title, width, color in spec
-        ]
         self.deployments_table = DataTable(
             source=self.deployments_source,
-            columns=columns,
+            columns=_colored_columns(spec),
             sizing_mode="stretch_width",
             height=_table_height(0),
             index_position=None,
